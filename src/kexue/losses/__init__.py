@@ -1,0 +1,1 @@
+"""Objectives as small functions, kept apart from the networks they train."""

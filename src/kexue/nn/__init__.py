@@ -1,0 +1,1 @@
+"""Reusable layers and initialisation (built on :mod:`kexue.ops`)."""

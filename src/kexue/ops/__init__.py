@@ -1,0 +1,1 @@
+"""Pure tensor math: no module state, no I/O, no training code."""
