@@ -35,13 +35,12 @@ def cost_matrix(x: torch.Tensor, y: torch.Tensor, p: float = 1.0) -> torch.Tenso
     check_points(x, y)
     if p <= 0:
         raise ValueError(f"p must be > 0, got {p}")
-    diff = x[:, None, :] - y[None, :, :]
-    sq = diff.pow(2).sum(-1)
     if p == 2:
-        return sq
-    # sqrt has an infinite derivative at 0 (coincident points); clamping keeps the gradient finite there
-    # and equal to the subgradient 0 of the Euclidean norm at the origin.
-    return sq.clamp_min(1e-30).sqrt().pow(p) * (sq > 0)
+        return (x[:, None, :] - y[None, :, :]).pow(2).sum(-1)
+    # The direct (not matrix-product) mode is exact for near points and has a zero subgradient at coincident
+    # points, where the Euclidean norm is not differentiable.
+    dist = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
+    return dist if p == 1 else dist.pow(p)
 
 
 def _solve(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, num_iter_max: int):
@@ -71,7 +70,7 @@ class _TransportCost(torch.autograd.Function):
         return grad * (f - f.mean()), grad * (g - g.mean()), grad * plan, None
 
 
-def transport_plan(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_iter_max: int = 10_000_000,
+def transport_plan(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_iter_max: int = 100_000_000,
                    log: bool = False):
     """The optimal plan P* of min <P, M> over couplings of ``a`` and ``b``.
 
@@ -95,7 +94,7 @@ def transport_plan(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_ite
     return plan, {"cost": float(info["cost"]), "f": f - shift, "g": g + shift}
 
 
-def transport_cost(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_iter_max: int = 10_000_000
+def transport_cost(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_iter_max: int = 100_000_000
                    ) -> torch.Tensor:
     """min <P, M> over couplings of ``a`` and ``b``: a scalar tensor, differentiable w.r.t. a, b and M."""
     check_marginals(a, b, M)
@@ -103,7 +102,7 @@ def transport_cost(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_ite
 
 
 def wasserstein(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
-                p: float = 1.0, *, num_iter_max: int = 10_000_000) -> torch.Tensor:
+                p: float = 1.0, *, num_iter_max: int = 100_000_000) -> torch.Tensor:
     """Exact W_p between the weighted point clouds (x, a) and (y, b).
 
     Args:

@@ -1,0 +1,71 @@
+"""Exact OT: kexue.ops.ot.wasserstein against bare POT (ot.dist + ot.emd2), and scipy HiGHS for small n.
+
+    python benchmarks/bench_ot.py [--sizes 100 500 1000 2000 4000] [--rounds 5] [--out benchmarks/results/ot.json]
+
+kexue wraps POT's network simplex; the wrapper adds the torch cost matrix, the conversion to float64 numpy, the
+dual potentials for the gradient and the autograd plumbing. Target: overhead <= 5% at every n. HiGHS (the LP the
+post writes out, kexue.ops.ot.lp) is timed for n <= 500 to show why POT is the engine.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import ot
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import time_interleaved, write_json  # noqa: E402
+
+from kexue.ops.ot import cost_matrix, lp_primal, wasserstein  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000, 2000, 4000])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--highs-max", type=int, default=500, help="largest n for the HiGHS LP")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ot.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    rows = []
+    print(f"{'n':>6} {'POT ms':>10} {'kexue ms':>10} {'kexue+bwd':>10} {'overhead':>9} {'HiGHS ms':>10} "
+          f"{'HiGHS/POT':>9}  |W diff|")
+    for n in args.sizes:
+        gen = torch.Generator().manual_seed(n)
+        x = torch.rand(n, 2, generator=gen, dtype=torch.float64)
+        y = torch.rand(n, 2, generator=gen, dtype=torch.float64) + 0.1
+        xn, yn, w = x.numpy(), y.numpy(), np.full(n, 1.0 / n)
+        xg = x.clone().requires_grad_(True)
+
+        def bare():
+            return ot.emd2(w, w, ot.dist(xn, yn, metric="euclidean"), numItermax=100_000_000)
+
+        def ours():
+            return wasserstein(x, y)
+
+        def ours_backward():
+            xg.grad = None
+            wasserstein(xg, y).backward()
+
+        methods = {"pot": bare, "kexue": ours, "kexue_backward": ours_backward}
+        if n <= args.highs_max:
+            a = torch.from_numpy(w)
+            methods["highs"] = lambda a=a: lp_primal(a, a, cost_matrix(x, y))
+        times = time_interleaved(methods, rounds=args.rounds)
+        diff = abs(float(bare()) - ours().item())
+        pot, kexue = times["pot"]["median_ms"], times["kexue"]["median_ms"]
+        highs = times.get("highs", {}).get("median_ms")
+        row = {"n": n, **{k: v for k, v in times.items()}, "overhead": kexue / pot - 1, "abs_diff": diff,
+               "highs_over_pot": highs / pot if highs else None}
+        rows.append(row)
+        print(f"{n:>6} {pot:>10.2f} {kexue:>10.2f} {times['kexue_backward']['median_ms']:>10.2f} "
+              f"{100 * row['overhead']:>8.1f}% {highs if highs else float('nan'):>10.1f} "
+              f"{row['highs_over_pot'] or float('nan'):>9.0f}  {diff:.1e}")
+    write_json(args.out, {"benchmark": "exact OT", "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
