@@ -16,9 +16,37 @@ import ot
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import time_interleaved, write_json  # noqa: E402
+from _common import time_interleaved, write_json
+from kexue.ops.ot import cost_matrix, lp_primal, wasserstein
 
-from kexue.ops.ot import cost_matrix, lp_primal, wasserstein  # noqa: E402
+
+def measure(n: int, rounds: int, with_highs: bool) -> dict:
+    """Time bare POT, kexue (forward, and forward + backward to the points) and optionally HiGHS on n vs n points."""
+    gen = torch.Generator().manual_seed(n)
+    x = torch.rand(n, 2, generator=gen, dtype=torch.float64)
+    y = torch.rand(n, 2, generator=gen, dtype=torch.float64) + 0.1
+    xn, yn, w = x.numpy(), y.numpy(), np.full(n, 1.0 / n)
+    xg = x.clone().requires_grad_(True)
+
+    def bare():
+        return ot.emd2(w, w, ot.dist(xn, yn, metric="euclidean"), numItermax=100_000_000)
+
+    def ours():
+        return wasserstein(x, y)
+
+    def ours_backward():
+        xg.grad = None
+        wasserstein(xg, y).backward()
+
+    methods = {"pot": bare, "kexue": ours, "kexue_backward": ours_backward}
+    if with_highs:
+        weights = torch.from_numpy(w)
+        methods["highs"] = lambda: lp_primal(weights, weights, cost_matrix(x, y))
+    times = time_interleaved(methods, rounds=rounds)
+    highs = times.get("highs", {}).get("median_ms")
+    return {"n": n, **times, "overhead": times["kexue"]["median_ms"] / times["pot"]["median_ms"] - 1,
+            "abs_diff": abs(float(bare()) - ours().item()),
+            "highs_over_pot": highs / times["pot"]["median_ms"] if highs else None}
 
 
 def main() -> None:
@@ -34,36 +62,12 @@ def main() -> None:
     print(f"{'n':>6} {'POT ms':>10} {'kexue ms':>10} {'kexue+bwd':>10} {'overhead':>9} {'HiGHS ms':>10} "
           f"{'HiGHS/POT':>9}  |W diff|")
     for n in args.sizes:
-        gen = torch.Generator().manual_seed(n)
-        x = torch.rand(n, 2, generator=gen, dtype=torch.float64)
-        y = torch.rand(n, 2, generator=gen, dtype=torch.float64) + 0.1
-        xn, yn, w = x.numpy(), y.numpy(), np.full(n, 1.0 / n)
-        xg = x.clone().requires_grad_(True)
-
-        def bare():
-            return ot.emd2(w, w, ot.dist(xn, yn, metric="euclidean"), numItermax=100_000_000)
-
-        def ours():
-            return wasserstein(x, y)
-
-        def ours_backward():
-            xg.grad = None
-            wasserstein(xg, y).backward()
-
-        methods = {"pot": bare, "kexue": ours, "kexue_backward": ours_backward}
-        if n <= args.highs_max:
-            a = torch.from_numpy(w)
-            methods["highs"] = lambda a=a: lp_primal(a, a, cost_matrix(x, y))
-        times = time_interleaved(methods, rounds=args.rounds)
-        diff = abs(float(bare()) - ours().item())
-        pot, kexue = times["pot"]["median_ms"], times["kexue"]["median_ms"]
-        highs = times.get("highs", {}).get("median_ms")
-        row = {"n": n, **{k: v for k, v in times.items()}, "overhead": kexue / pot - 1, "abs_diff": diff,
-               "highs_over_pot": highs / pot if highs else None}
+        row = measure(n, args.rounds, with_highs=n <= args.highs_max)
         rows.append(row)
-        print(f"{n:>6} {pot:>10.2f} {kexue:>10.2f} {times['kexue_backward']['median_ms']:>10.2f} "
-              f"{100 * row['overhead']:>8.1f}% {highs if highs else float('nan'):>10.1f} "
-              f"{row['highs_over_pot'] or float('nan'):>9.0f}  {diff:.1e}")
+        highs = row.get("highs", {}).get("median_ms", float("nan"))
+        print(f"{n:>6} {row['pot']['median_ms']:>10.2f} {row['kexue']['median_ms']:>10.2f} "
+              f"{row['kexue_backward']['median_ms']:>10.2f} {100 * row['overhead']:>8.1f}% {highs:>10.1f} "
+              f"{row['highs_over_pot'] or float('nan'):>9.0f}  {row['abs_diff']:.1e}")
     write_json(args.out, {"benchmark": "exact OT", "rows": rows})
 
 
