@@ -49,7 +49,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.dry_run:
         print(json.dumps(dry_run(args.name, **kwargs), indent=2))
         return
-    result = run_experiment(args.name, out=args.out, argv=["kexue", *sys.argv[1:]], **kwargs)
+    result = run_experiment(args.name, out=args.out, argv=["kexue", *sys.argv[1:]], resume=args.resume, **kwargs)
     print(f"{args.name}: {result.status} in {result.seconds:.1f} s")
     print(f"report: {result.path / 'report.html'}")
 
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                    help="override config keys (see `kexue list NAME`)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue this run from its latest checkpoint, with its saved config (--set/--seed/--device "
+                        "must agree with it; --preset is not used)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("tour", help="run each post's headline experiment and write index.html")
@@ -146,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kexue: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `kexue list | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     return 0
 
 
