@@ -211,3 +211,38 @@ def start_run(out: str | Path, name: str, cfg: Any, overrides: dict[str, Any], a
     write_json(path / "env.json", collect_env(cfg.device))
     write_json(path / "status.json", {"status": "running", "started": time.time()})
     return Run(path, cfg.device, cfg.seed)
+
+
+def reopen_run(path: str | Path, cfg: Any, argv: list[str] | None) -> Run:
+    """Reopen an existing run directory to resume it (``--resume``): argv appended, status back to running.
+
+    The config must already have been checked against the run's ``config.json`` (``runner.resume_config``).
+    """
+    path = Path(path)
+    previous = json.loads((path / "status.json").read_text()) if (path / "status.json").is_file() else {}
+    with open(path / "argv.txt", "a") as fh:
+        fh.write(" ".join(argv if argv is not None else sys.argv) + "\n")
+    (path / "figures").mkdir(exist_ok=True)
+    (path / "checkpoints").mkdir(exist_ok=True)
+    write_json(path / "status.json", {"status": "running", "started": time.time(),
+                                      "resumed": int(previous.get("resumed", 0)) + 1})
+    return Run(path, cfg.device, cfg.seed)
+
+
+class RankRun(Run):
+    """The run handle of DDP ranks other than 0: the same interface, and it writes nothing."""
+
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        pass
+
+    def summary(self, name: str, value: float, **kwargs: Any) -> None:
+        pass
+
+    def _add(self, block: dict) -> None:
+        pass
+
+    def figure(self, fig: Any, name: str, caption: str = "", *, headline: bool = False) -> Path:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return self.figures / f"{name}.png"

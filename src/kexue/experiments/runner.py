@@ -1,5 +1,6 @@
 """Resolve an experiment's config and run it into a fresh run directory."""
 
+import json
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -9,7 +10,8 @@ from typing import Any
 from kexue.errors import ConfigError
 from kexue.experiments.config import ExperimentConfig, apply_overrides, validate
 from kexue.experiments.registry import Experiment, get
-from kexue.experiments.rundir import start_run, write_json
+from kexue.experiments.rundir import RankRun, reopen_run, start_run, write_json
+from kexue.train import distributed
 from kexue.train.seed import seed_everything
 
 
@@ -25,6 +27,37 @@ def resolve_config(exp: Experiment, preset: str = "quick", overrides: dict[str, 
     return apply_overrides(cfg, extra)
 
 
+def resume_config(run_dir: str | Path, exp: Experiment, overrides: dict[str, Any] | None = None,
+                  seed: int | None = None, device: str | None = None) -> ExperimentConfig:
+    """The config of an existing run, for ``kexue run NAME --resume RUN_DIR``.
+
+    The run's saved ``config.json`` is authoritative; explicit overrides, seed or device must agree with it.
+
+    Raises:
+        ConfigError: the folder does not exist or is not a run of ``exp``, or an override contradicts the run.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"cannot resume: run directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"cannot resume: {path} has no config.json (not a kexue run directory)")
+    saved = json.loads((path / "config.json").read_text())
+    name = saved.pop("experiment", None)
+    if name != exp.name:
+        raise ConfigError(f"cannot resume: {path} is a run of {name!r}, not {exp.name!r}")
+    cfg = apply_overrides(validate(exp.config()), saved)
+    asked = dict(overrides or {})
+    asked.update({k: v for k, v in (("seed", seed), ("device", device)) if v is not None})
+    if asked:
+        wanted = apply_overrides(cfg, asked)
+        diff = [f"{k}={getattr(wanted, k)!r} (run has {getattr(cfg, k)!r})" for k in asked
+                if getattr(wanted, k) != getattr(cfg, k)]
+        if diff:
+            raise ConfigError(f"cannot resume {path} with a different config: {', '.join(diff)}; "
+                              "drop these options or start a new run")
+    return cfg
+
+
 @dataclass
 class RunResult:
     path: Path
@@ -36,25 +69,41 @@ class RunResult:
 
 def run_experiment(name: str, *, preset: str = "quick", overrides: dict[str, Any] | None = None,
                    seed: int | None = None, device: str | None = None, out: str | Path = "runs",
-                   argv: list[str] | None = None, raise_errors: bool = True) -> RunResult:
+                   argv: list[str] | None = None, raise_errors: bool = True,
+                   resume: str | Path | None = None) -> RunResult:
     """Run experiment ``name`` into a new folder under ``out`` and render its report.
 
     The run directory records a failure too (``status.json`` with the error, the traceback in ``error.txt``, and a
     report of whatever was written before it failed). With ``raise_errors=False`` the failure is returned instead
     of raised (the tour uses this to go on with the next experiment).
+
+    With ``resume=RUN_DIR`` the existing run directory is reopened with its saved config (see
+    :func:`resume_config`) and the experiment continues from its latest checkpoint. Under ``torchrun`` every rank
+    runs the experiment; only rank 0 writes (the others get a :class:`RankRun`).
     """
     from kexue.eval.report import render_report
 
     exp = get(name)
-    cfg = resolve_config(exp, preset, overrides, seed, device)
+    if resume is not None:
+        cfg = resume_config(resume, exp, overrides, seed, device)
+    else:
+        cfg = resolve_config(exp, preset, overrides, seed, device)
     label = dict(overrides or {})
-    run = start_run(out, exp.name, cfg, label, argv)
+    dist = distributed.init_from_env(cfg.device)
+    if dist.is_main:
+        run = reopen_run(resume, cfg, argv) if resume is not None else start_run(out, exp.name, cfg, label, argv)
+    path = distributed.broadcast_object(str(run.path) if dist.is_main else None, dist)
+    if not dist.is_main:
+        run = RankRun(Path(path), str(dist.device), cfg.seed)
+    run.device = dist.device if dist.distributed else run.device
     seed_everything(cfg.seed)
     start = time.time()
     try:
         metrics = exp.run(cfg, run) or {}
     except BaseException as err:
         seconds = time.time() - start
+        if not dist.is_main:
+            raise
         (run.path / "error.txt").write_text(traceback.format_exc())
         message = f"{type(err).__name__}: {err}"
         write_json(run.path / "status.json", {"status": "failed", "seconds": seconds, "error": message,
@@ -64,6 +113,8 @@ def run_experiment(name: str, *, preset: str = "quick", overrides: dict[str, Any
             raise
         return RunResult(run.path, "failed", {}, seconds, message)
     seconds = time.time() - start
+    if not dist.is_main:
+        return RunResult(run.path, "done", metrics, seconds)
     run.log(final=True, **metrics)
     write_json(run.path / "status.json", {"status": "done", "seconds": seconds, "preset": preset})
     render_report(run.path)

@@ -1,0 +1,44 @@
+"""FlyVec (post 8): binary sparse word embeddings learned by the fruit-fly rule, in plain torch.
+
+- :mod:`~kexue.models.flyvec.text`: tokenisation, vocabulary, sparse window encoding.
+- :mod:`~kexue.models.flyvec.rule`: the winner-take-all Hebbian update (fast sparse path and dense twin).
+- :mod:`~kexue.models.flyvec.model`: :class:`FlyVec` (fit, static / dynamic hashes, neighbours, save / load).
+- :mod:`~kexue.models.flyvec.baselines`: gensim word2vec on the same tokens, SimHash and FlyHash of its vectors.
+"""
+
+from kexue.models.flyvec.model import FlyVec, codes_to_numpy, memory_bits
+from kexue.models.flyvec.rule import apply_delta, energy_terms, hebbian_delta, hebbian_step_reference
+from kexue.models.flyvec.text import (
+    NUM,
+    STOP,
+    STOP_WORDS,
+    UNK,
+    EncodedCorpus,
+    UnknownWordError,
+    Vocabulary,
+    normalize_token,
+    tokenize,
+    window_dense,
+    window_indices,
+)
+
+__all__ = [
+    "NUM",
+    "STOP",
+    "STOP_WORDS",
+    "UNK",
+    "EncodedCorpus",
+    "FlyVec",
+    "UnknownWordError",
+    "Vocabulary",
+    "apply_delta",
+    "codes_to_numpy",
+    "energy_terms",
+    "hebbian_delta",
+    "hebbian_step_reference",
+    "memory_bits",
+    "normalize_token",
+    "tokenize",
+    "window_dense",
+    "window_indices",
+]

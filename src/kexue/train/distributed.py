@@ -1,0 +1,105 @@
+"""Running the same training code under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
+
+``init_from_env`` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and starts the process
+group (gloo on CPU, nccl on GPU); without it everything here is a single-process no-op, so trainers need no
+branches. Only rank 0 writes: the runner gives the other ranks a ``RankRun`` (``kexue.experiments.rundir``)
+that writes nothing.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from kexue.errors import KexueError
+
+_current = None  # set by init_from_env
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` of ``world_size``, ``local_rank`` on its node, and its ``device``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 - immutable, safe as a shared default
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_from_env(device: str = "cpu") -> DistInfo:
+    """Start the process group if torchrun launched us (``WORLD_SIZE > 1``); else a single-process ``DistInfo``.
+
+    Args:
+        device: ``"cpu"`` (gloo backend) or ``"cuda"`` (nccl, one GPU per process: ``cuda:LOCAL_RANK``).
+    """
+    global _current
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        _current = DistInfo(device=torch.device(device))
+        return _current
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise KexueError("device=cuda under torchrun but torch sees no CUDA device")
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    _current = DistInfo(rank, world, local, dev)
+    return _current
+
+
+def current() -> DistInfo:
+    """The ``DistInfo`` the last :func:`init_from_env` returned (single process if none, or if the group is gone)."""
+    if _current is None or (_current.distributed and not dist.is_initialized()):
+        return DistInfo()
+    return _current
+
+
+def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``DistributedDataParallel(model)`` when distributed, else ``model`` itself."""
+    if not info.distributed:
+        return model
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def any_true(flag: bool, info: DistInfo) -> bool:
+    """True on every rank if ``flag`` is true on any rank (so that all ranks take the same branch)."""
+    if not info.distributed:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (e.g. the run directory's path)."""
+    if not info.distributed:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.distributed and dist.is_initialized():
+        dist.destroy_process_group()

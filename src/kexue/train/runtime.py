@@ -1,0 +1,291 @@
+"""The training runtime every kexue trainer uses: checkpoints and resume, a NaN/Inf guard, DDP-aware logging.
+
+A trainer keeps its loop readable and asks the runtime for the rest::
+
+    rt = Runtime(run, config=asdict(cfg), model=model, optimizer=opt, ema=ema, every=200)
+    rt.resume()                              # continue from the latest checkpoint in run.checkpoints, if any
+    while rt.step < cfg.steps:
+        loss = loss_fn(model, batch_for(rt.step))   # data chosen by the step, so resume/rollback replay it
+        opt.zero_grad(); loss.backward()
+        if rt.check(loss):                   # finite loss and gradients (agreed across ranks)?
+            opt.step(); ema.update(model)
+        rt.end_step(loss=loss)               # step += 1, log on rank 0, checkpoint every ``every`` steps
+
+What it guarantees:
+
+- **Checkpoints** hold the model, EMA, optimizer, scheduler, step, every RNG state (Python, NumPy, torch CPU and
+  CUDA), the trainer's own ``extra`` state and the config; they are written atomically (temp folder + rename,
+  :func:`kexue.train.checkpoint.save_checkpoint`), loaded safely (safetensors, ``weights_only=True``), and only the
+  newest ``keep_last`` are kept. A checkpoint from a different config is refused with the keys that differ.
+- **Resume** restores all of that, so a run killed and resumed logs the same numbers as one never interrupted.
+- **NaN guard**: a step whose loss or gradients are not finite is skipped (gradients zeroed) and counted; after
+  ``max_bad_steps`` consecutive bad steps the runtime rolls back to the last good checkpoint and multiplies the
+  learning rate by ``lr_factor``. Every action is logged (``event`` lines in ``metrics.jsonl``).
+- **DDP**: logging and writing happen on rank 0 only; the guard's decision is all-reduced so ranks stay in step.
+"""
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kexue.errors import KexueError
+from kexue.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from kexue.train.distributed import DistInfo, any_true, barrier
+from kexue.train.ema import EMA, unwrap
+
+# --- RNG state ------------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """Every global RNG's state in a form ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- the runtime ----------------------------------------------------------------------------------------------------
+
+
+class Runtime:
+    """Checkpointing, resume, NaN guard and rank-0 logging around a training loop (see the module docstring).
+
+    Args:
+        run: the experiment's :class:`~kexue.experiments.rundir.Run` (its ``checkpoints`` folder and ``log``), or
+            None with ``directory`` for use outside experiments.
+        config: the resolved config as a dict; checkpoints of another config are refused.
+        model: the model (wrapped or not; the unwrapped module's ``state_dict`` is saved).
+        optimizer, scheduler, ema: saved and restored when given.
+        every: checkpoint every this many steps (0: only when :meth:`save` is called).
+        keep_last: how many checkpoint folders to keep.
+        max_bad_steps: consecutive non-finite steps before a rollback.
+        lr_factor: learning-rate multiplier applied at each rollback.
+        check_grads: also require finite gradients (not only a finite loss).
+        dist: this process's place under DDP; only rank 0 logs and writes.
+        directory: checkpoint folder when ``run`` is None.
+    """
+
+    def __init__(self, run: Any = None, *, config: dict | None = None, model: nn.Module,
+                 optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, ema: EMA | None = None,
+                 every: int = 0, keep_last: int = 3, max_bad_steps: int = 3, lr_factor: float = 0.5,
+                 check_grads: bool = True, dist: DistInfo | None = None, directory: str | Path | None = None) -> None:
+        if run is None and directory is None:
+            raise KexueError("Runtime needs a run or a checkpoint directory")
+        if keep_last < 1 or max_bad_steps < 1 or every < 0 or not 0 < lr_factor <= 1:
+            raise KexueError(f"Runtime: need keep_last >= 1, max_bad_steps >= 1, every >= 0, 0 < lr_factor <= 1 "
+                             f"(got {keep_last}, {max_bad_steps}, {every}, {lr_factor})")
+        self.run, self.config = run, config
+        self.directory = Path(directory) if directory is not None else run.checkpoints
+        self.model, self.optimizer, self.scheduler, self.ema = model, optimizer, scheduler, ema
+        self.every, self.keep_last, self.max_bad_steps, self.lr_factor = every, keep_last, max_bad_steps, lr_factor
+        self.check_grads = check_grads
+        self.dist = dist or DistInfo()
+        self.step = 0
+        self.extra: dict = {}  # the trainer's own JSON-able state (histories for figures, counters)
+        self.bad_steps = 0  # non-finite steps skipped in total
+        self.bad_streak = 0
+        self.rollbacks = 0
+        self.lr_scale = 1.0
+        self.last_checkpoint: Path | None = None
+        self.resumed_from: int | None = None
+
+    # --- logging (rank 0 only) ----------------------------------------------------------------------------------
+
+    def log(self, **metrics: Any) -> None:
+        """``run.log(step, ...)`` on rank 0."""
+        if self.run is not None and self.dist.is_main:
+            self.run.log(self.step, **metrics)
+
+    def _event(self, event: str, **fields: Any) -> None:
+        self.log(event=event, **fields)
+
+    # --- checkpoints -----------------------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = {f"model.{k}": v for k, v in unwrap(self.model).state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        state = {
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": rng_state(),
+            "extra_json": json.dumps(self.extra),
+            "counters": {"bad_steps": self.bad_steps, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
+        }
+        return tensors, state
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (rank 0 writes; every rank waits for it). Returns the folder on rank 0."""
+        path = None
+        if self.dist.is_main:
+            existing = dict(list_checkpoints(self.directory))
+            if self.step in existing:  # e.g. the step a resume started from: identical content, keep it
+                path = existing[self.step]
+            else:
+                tensors, state = self.state()
+                path = save_checkpoint(self.directory, self.step, tensors, state, self.config)
+                prune_checkpoints(self.directory, self.keep_last)
+                self._event("checkpoint", path=path.name)
+        self.last_checkpoint = path
+        barrier(self.dist)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Restore everything from checkpoint folder ``path`` (refused if its config differs)."""
+        device = next(iter(self.model.parameters())).device
+        tensors, state = load_checkpoint(path, self.config, device=device)
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            unwrap(self.model).load_state_dict(model_state)
+        except RuntimeError as err:
+            raise KexueError(f"checkpoint {path} does not fit this model: {str(err)[:300]}") from None
+        if self.ema is not None:
+            self.ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.extra = json.loads(state["extra_json"])
+        counters = state["counters"]
+        self.bad_steps, self.rollbacks, self.lr_scale = (counters["bad_steps"], counters["rollbacks"],
+                                                         counters["lr_scale"])
+        self.bad_streak = 0
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint folder, or None."""
+        found = list_checkpoints(self.directory)
+        return found[-1][1] if found else None
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint if there is one (else save step 0, the rollback point).
+
+        A damaged newest checkpoint is an error naming it, never silently skipped. On resume, lines of
+        ``metrics.jsonl`` logged after the checkpoint's step (work the kill threw away) move to
+        ``metrics.dropped.jsonl``, so the log reads as one uninterrupted run.
+
+        Returns:
+            True if state was restored from a checkpoint.
+        """
+        latest = self.latest()
+        if latest is None:
+            self.save()
+            return False
+        self.load(latest)
+        self.resumed_from = self.step
+        self.last_checkpoint = latest
+        if self.run is not None and self.dist.is_main:
+            self._drop_metrics_after(self.step)
+            self._event("resume", path=latest.name)
+        barrier(self.dist)
+        return True
+
+    def _drop_metrics_after(self, step: int) -> None:
+        path = self.run.path / "metrics.jsonl"
+        if not path.is_file():
+            return
+        keep, drop = [], []
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            s = record.get("step")
+            (drop if (s is not None and s > step) or record.get("final") else keep).append(line)
+        if drop:
+            with open(self.run.path / "metrics.dropped.jsonl", "a") as fh:
+                fh.write("\n".join(drop) + "\n")
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, path)
+
+    # --- the NaN guard -------------------------------------------------------------------------------------------
+
+    def _finite(self, loss: torch.Tensor | float) -> bool:
+        ok = bool(torch.isfinite(torch.as_tensor(loss)).all())
+        if ok and self.check_grads:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads:
+                # max-abs cannot overflow (unlike a 2-norm of large finite gradients); NaN and Inf propagate
+                ok = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads, float("inf")))).all())
+        return ok
+
+    def check(self, loss: torch.Tensor | float) -> bool:
+        """Call after ``backward()``: True if the optimiser may step.
+
+        A non-finite loss or gradient (on any rank) skips the step: gradients are zeroed and the step is counted.
+        After ``max_bad_steps`` consecutive bad steps, :meth:`rollback`.
+        """
+        bad = any_true(not self._finite(loss), self.dist)
+        if not bad:
+            self.bad_streak = 0
+            return True
+        self.bad_steps += 1
+        self.bad_streak += 1
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        self._event("nan_skip", bad_steps=self.bad_steps, streak=self.bad_streak)
+        if self.bad_streak >= self.max_bad_steps:
+            self.rollback()
+        return False
+
+    def rollback(self) -> None:
+        """Reload the last good checkpoint and multiply the learning rate by ``lr_factor``."""
+        barrier(self.dist)
+        latest = self.latest() if self.dist.is_main else None
+        from kexue.train.distributed import broadcast_object
+
+        latest = broadcast_object(str(latest) if latest is not None else None, self.dist)
+        if latest is None:
+            raise KexueError(f"NaN guard: {self.bad_streak} consecutive non-finite steps and no checkpoint to roll "
+                             "back to (call resume() before the loop: it saves step 0)")
+        bad_from, counters = self.step, (self.bad_steps, self.rollbacks + 1)
+        scale = self.lr_scale * self.lr_factor
+        self.load(latest)
+        self.bad_steps, self.rollbacks = counters
+        self._set_lr_scale(scale)
+        self._event("rollback", to_step=self.step, from_step=bad_from, lr_scale=self.lr_scale,
+                    rollbacks=self.rollbacks)
+
+    def _set_lr_scale(self, scale: float) -> None:
+        ratio = scale / self.lr_scale
+        if self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= ratio
+                if "initial_lr" in group:
+                    group["initial_lr"] *= ratio
+        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = [lr * ratio for lr in self.scheduler.base_lrs]
+        self.lr_scale = scale
+
+    # --- the step -----------------------------------------------------------------------------------------------------
+
+    def end_step(self, **metrics: Any) -> None:
+        """Advance the step counter, log ``metrics`` (rank 0), and checkpoint every ``every`` steps."""
+        self.step += 1
+        if metrics:
+            self.log(**{k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
+                        for k, v in metrics.items()})
+        if self.every and self.step % self.every == 0:
+            self.save()

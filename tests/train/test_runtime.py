@@ -1,0 +1,133 @@
+"""Runtime: resume after a kill reproduces the uninterrupted run; NaN steps are skipped or rolled back; keep-last-N."""
+
+import json
+from dataclasses import asdict, dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from kexue.errors import KexueError
+from kexue.experiments.config import ExperimentConfig, param
+from kexue.experiments.rundir import start_run
+from kexue.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from kexue.train.ema import EMA
+from kexue.train.runtime import Runtime
+from kexue.train.seed import seed_everything
+
+
+@dataclass
+class Cfg(ExperimentConfig):
+    steps: int = param(20, "steps", min=1)
+    lr: float = param(0.05, "learning rate", min=0)
+
+
+class Killed(Exception):
+    pass
+
+
+def train(run, cfg: Cfg, *, kill_at: int | None = None, nan_at: set[int] | None = None, every: int = 4,
+          keep_last: int = 3, max_bad_steps: int = 3):
+    """A tiny trainer written the way the runtime's docstring asks: data chosen by the step."""
+    seed_everything(cfg.seed)
+    model = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.2), nn.Tanh(), nn.Linear(16, 1))  # dropout: global RNG
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + 0.05 * s))
+    ema = EMA(model, 0.8)
+    rt = Runtime(run, config=asdict(cfg), model=model, optimizer=opt, scheduler=sched, ema=ema, every=every,
+                 keep_last=keep_last, max_bad_steps=max_bad_steps)
+    rt.resume()
+    while rt.step < cfg.steps:
+        if rt.step == kill_at:
+            raise Killed
+        gen = torch.Generator().manual_seed(1000 + rt.step)
+        x = torch.randn(8, 3, generator=gen)
+        loss = (model(x) - x.prod(1, keepdim=True)).pow(2).mean()
+        if nan_at and rt.step in nan_at:
+            nan_at.discard(rt.step)  # injected once; a rollback replays this step cleanly
+            loss = loss * float("nan")
+        opt.zero_grad()
+        loss.backward()
+        if rt.check(loss):
+            opt.step()
+            sched.step()
+            ema.update(model)
+        rt.end_step(loss=loss)
+    rt.save()
+    return model, ema, rt
+
+
+def losses(run) -> dict[int, float]:
+    lines = [json.loads(s) for s in (run.path / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+
+def test_resume_after_a_kill_matches_the_uninterrupted_run(tmp_path):
+    cfg = Cfg()
+    full_run = start_run(tmp_path / "a", "t", cfg, {}, [])
+    model_a, ema_a, _ = train(full_run, cfg)
+
+    run_b = start_run(tmp_path / "b", "t", cfg, {}, [])
+    with pytest.raises(Killed):
+        train(run_b, cfg, kill_at=11)  # last checkpoint at step 8; steps 9..11 are logged, then lost
+    assert [s for s, _ in list_checkpoints(run_b.checkpoints)] == [0, 4, 8]
+    model_b, ema_b, rt = train(run_b, cfg)
+    assert rt.resumed_from == 8
+    for p, q in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    for k, v in ema_a.averaged().items():
+        assert torch.equal(v, ema_b.averaged()[k])
+    assert losses(run_b) == losses(full_run) and len(losses(full_run)) == cfg.steps
+    dropped = (run_b.path / "metrics.dropped.jsonl").read_text()
+    assert '"step": 9' in dropped and '"step": 11' in dropped
+
+
+def test_an_injected_nan_is_skipped_and_the_run_completes(tmp_path):
+    cfg = Cfg(steps=12)
+    run = start_run(tmp_path, "t", cfg, {}, [])
+    model, _, rt = train(run, cfg, nan_at={5})
+    assert rt.bad_steps == 1 and rt.rollbacks == 0 and rt.step == 12
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    events = [json.loads(s) for s in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e.get("event") == "nan_skip"] == [5]
+
+
+def test_consecutive_bad_steps_roll_back_with_a_lower_learning_rate(tmp_path):
+    cfg = Cfg(steps=16)
+    run = start_run(tmp_path, "t", cfg, {}, [])
+    model, _, rt = train(run, cfg, nan_at={9, 10, 11}, max_bad_steps=3)
+    assert rt.rollbacks == 1 and rt.bad_steps == 3 and rt.lr_scale == 0.5 and rt.step == 16
+    events = [json.loads(s) for s in (run.path / "metrics.jsonl").read_text().splitlines()]
+    rollback = [e for e in events if e.get("event") == "rollback"]
+    assert len(rollback) == 1 and rollback[0]["to_step"] == 8 and rollback[0]["from_step"] == 11
+    assert rt.optimizer.param_groups[0]["initial_lr"] == pytest.approx(cfg.lr * 0.5)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_keep_last_n(tmp_path):
+    cfg = Cfg(steps=20)
+    run = start_run(tmp_path, "t", cfg, {}, [])
+    train(run, cfg, every=4, keep_last=2)
+    assert [s for s, _ in list_checkpoints(run.checkpoints)] == [16, 20]
+    assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_bad_checkpoints_are_clear_errors_and_nothing_is_overwritten(tmp_path):
+    cfg = Cfg(steps=4)
+    run = start_run(tmp_path, "t", cfg, {}, [])
+    train(run, cfg, every=2)
+    latest = list_checkpoints(run.checkpoints)[-1][1]
+    with pytest.raises(KexueError, match=r"different config \(lr: 0.05 -> 0.1\)"):
+        load_checkpoint(latest, asdict(Cfg(steps=4, lr=0.1)))
+    with pytest.raises(KexueError, match="already exists"):
+        save_checkpoint(run.checkpoints, 4, {"x": torch.zeros(1)}, {})
+    tensors = latest / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])  # truncated
+    with pytest.raises(KexueError, match="corrupt or truncated"):
+        train(run, cfg)
+    state = list_checkpoints(run.checkpoints)[-2][1] / "state.pt"
+    state.write_bytes(b"not a torch file")
+    with pytest.raises(KexueError, match=r"state\.pt is corrupt"):
+        load_checkpoint(state.parent)
+    with pytest.raises(KexueError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
