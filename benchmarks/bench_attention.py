@@ -1,0 +1,215 @@
+"""Benchmark: causal linear attention (kexue) vs SDPA causal, training and decoding (spec benchmarks.md §1, §3, §4).
+
+Training: B=1, H=8, D=M=64, fp32, N in {1024, ..., 16384}; forward (no_grad) and forward+backward, interleaved rounds
+(each round times every method once), median of >= 5 rounds after a warm-up, a fixed probe workload per round to
+spot noisy rounds, peak torch-allocator memory from the CPU profiler. Methods: SDPA causal (the yardstick),
+kexue chunked (C = 64 and 128), kexue non-causal linear (a floor), and fast-transformers' CPU ``causal_dot_product``
+when it is importable (it cannot be installed from PyPI on a CPU torch; benchmarks.md §4 gives its ratio to SDPA).
+
+Decoding (one layer's attention op, B=1, H=8, d=64): per-token time of ``linear_attention_step`` and of SDPA over a
+pre-allocated KV cache at context positions 1024 ... 16384 (median of 5 passes of 64 steps).
+
+Targets (issue 10): at N=8192, causal f+b, SDPA / kexue >= 16 (= 1.5x faster than fast-transformers), f+b peak
+memory <= 288 MiB; decode at 16384 >= 20x faster than the KV cache, and <= 40 us per token.
+
+Run on a quiet machine (the lead's command):
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 OMP_WAIT_POLICY=PASSIVE \
+        .venv/bin/python benchmarks/bench_attention.py --threads 2 --out benchmarks/results/attention.json
+``--quick`` runs tiny sizes to check the script works.
+"""
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from _common import probe_ms, write_json
+from kexue.ops.attention import linear_attention, linear_attention_step
+
+
+def peak_mib(fn) -> float:
+    """Peak torch-allocator MiB allocated during ``fn()`` on top of what was live before (profiler memory events).
+
+    Copied from kexue.experiments.attention_scaling.peak_bytes (benchmarks do not import experiments).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    running = peak = 0
+    for _, nbytes in sorted(events):
+        running += nbytes
+        peak = max(peak, running)
+    return peak / 2**20
+
+
+def _fast_transformers():
+    try:
+        from fast_transformers.causal_product import causal_dot_product  # type: ignore[import-not-found]
+    except Exception:  # not installable from PyPI on a CPU torch (benchmarks.md §5)
+        return None
+
+    def ft(q, k, v):
+        # fast-transformers' layout is [B, H, N, D]; normaliser by cumsum as in its CausalLinearAttention.
+        pq, pk = F.elu(q) + 1, F.elu(k) + 1
+        num = causal_dot_product(pq, pk, v)
+        den = torch.einsum("nhli,nhli->nhl", pq, pk.cumsum(2)) + 1e-6
+        return num / den.unsqueeze(-1)
+
+    return ft
+
+
+def training_methods(ft) -> dict:
+    methods = {
+        "SDPA causal": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        "kexue chunked 64": lambda q, k, v: linear_attention(q, k, v, causal=True, chunk_size=64),
+        "kexue chunked 128": lambda q, k, v: linear_attention(q, k, v, causal=True, chunk_size=128),
+        "kexue non-causal": lambda q, k, v: linear_attention(q, k, v),
+    }
+    if ft is not None:
+        methods["fast-transformers"] = ft
+    return methods
+
+
+def bench_training(lengths, rounds, heads, dim, methods) -> list[dict]:
+    rows = []
+    for n in lengths:
+        g = torch.Generator().manual_seed(n)
+        q, k, v, grad = (torch.randn(1, heads, n, dim, generator=g) for _ in range(4))
+        leaves = {m: tuple(t.clone().requires_grad_() for t in (q, k, v)) for m in methods}
+
+        def fwd(op, q=q, k=k, v=v):
+            with torch.no_grad():
+                op(q, k, v)
+
+        def fwd_bwd(op, name, leaves=leaves, grad=grad):
+            for t in leaves[name]:
+                t.grad = None
+            op(*leaves[name]).backward(grad)
+
+        times = {(m, mode): [] for m in methods for mode in ("fwd", "fwd_bwd")}
+        probes = []
+        for name, op in methods.items():  # warm-up
+            fwd(op)
+            fwd_bwd(op, name)
+        n_rounds = rounds if n <= 4096 else max(5, rounds // 2)
+        for _ in range(n_rounds):
+            probes.append(probe_ms())
+            for mode in ("fwd", "fwd_bwd"):  # all forwards, then all forward+backwards
+                for name, op in methods.items():
+                    gc.collect()
+                    start = time.perf_counter()
+                    fwd(op) if mode == "fwd" else fwd_bwd(op, name)
+                    times[(name, mode)].append(1e3 * (time.perf_counter() - start))
+        for name, op in methods.items():
+            for t in leaves[name]:
+                t.grad = None
+            row = {"N": n, "method": name, "probe_ms_median": statistics.median(probes),
+                   "fwd_mib": peak_mib(lambda op=op: fwd(op)),
+                   "fwd_bwd_mib": peak_mib(lambda op=op, name=name: fwd_bwd(op, name))}
+            for mode in ("fwd", "fwd_bwd"):
+                ts = times[(name, mode)]
+                row[f"{mode}_ms"] = statistics.median(ts)
+                row[f"{mode}_min"], row[f"{mode}_max"] = min(ts), max(ts)
+            rows.append(row)
+            print(f"N={n:6d} {name:20s} fwd {row['fwd_ms']:9.2f} ms  f+b {row['fwd_bwd_ms']:9.2f} ms  "
+                  f"mem {row['fwd_mib']:7.1f} / {row['fwd_bwd_mib']:7.1f} MiB", flush=True)
+        sdpa = {r["method"]: r for r in rows if r["N"] == n}["SDPA causal"]
+        for r in rows:
+            if r["N"] == n:
+                r["sdpa_over_method_fwd"] = sdpa["fwd_ms"] / r["fwd_ms"]
+                r["sdpa_over_method_fwd_bwd"] = sdpa["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+    return rows
+
+
+def bench_decode(positions, heads, dim, steps=64, passes=5) -> list[dict]:
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, heads, dim, generator=g) for _ in range(3))
+    cache_k = torch.randn(1, heads, max(positions) + steps, dim, generator=g)
+    cache_v = torch.randn_like(cache_k)
+    for pos in positions:
+        # Linear: the state after `pos` tokens (its contents do not change the cost; its size never grows).
+        _, state = linear_attention_step(q, k, v, None)
+        with torch.no_grad():
+            for _ in range(16):
+                _, state = linear_attention_step(q, k, v, state)
+            lin = []
+            for _ in range(passes):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    _, state = linear_attention_step(q, k, v, state)
+                lin.append(1e6 * (time.perf_counter() - start) / steps)
+            kv = []
+            q4, k4, v4 = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
+            for _ in range(passes):
+                start = time.perf_counter()
+                for t in range(pos, pos + steps):
+                    cache_k[:, :, t : t + 1] = k4
+                    cache_v[:, :, t : t + 1] = v4
+                    F.scaled_dot_product_attention(q4, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])
+                kv.append(1e6 * (time.perf_counter() - start) / steps)
+        row = {"position": pos, "linear_step_us": statistics.median(lin), "kv_cache_step_us": statistics.median(kv)}
+        row["kv_over_linear"] = row["kv_cache_step_us"] / row["linear_step_us"]
+        rows.append(row)
+        print(f"decode pos={pos:6d} linear {row['linear_step_us']:8.1f} us  KV cache {row['kv_cache_step_us']:8.1f} us"
+              f"  ratio {row['kv_over_linear']:6.1f}x", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the script works")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=9, help="timed rounds up to N=4096 (half, >= 5, above)")
+    parser.add_argument("--out", default="benchmarks/results/attention.json")
+    parser.add_argument("--figure", default=None, help="PNG of decode time per token vs position (optional)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    heads, dim = 8, 64
+    if args.quick:
+        lengths, positions, rounds = [256, 512], [128, 512], 3
+    else:
+        lengths, positions, rounds = [1024, 2048, 4096, 8192, 16384], [1024, 2048, 4096, 8192, 16384], args.rounds
+    ft = _fast_transformers()
+    print(f"torch {torch.__version__}, {args.threads} threads, fast-transformers: {'yes' if ft else 'not installed'}")
+    train = bench_training(lengths, rounds, heads, dim, training_methods(ft))
+    decode = bench_decode(positions, heads, dim)
+
+    print("\nSDPA causal time / method time (higher = faster than SDPA):")
+    print(f"{'method':20s} " + " ".join(f"{n:>13d}" for n in lengths))
+    for name in dict.fromkeys(r["method"] for r in train):
+        cells = [next(r for r in train if r["N"] == n and r["method"] == name) for n in lengths]
+        print(f"{name:20s} " + " ".join(f"{c['sdpa_over_method_fwd']:5.1f}/{c['sdpa_over_method_fwd_bwd']:5.1f}x"
+                                        for c in cells) + "   (fwd / f+b)")
+    if not args.quick:
+        at = {r["method"]: r for r in train if r["N"] == 8192}
+        best = max((at[m] for m in at if m.startswith("kexue chunked")), key=lambda r: r["sdpa_over_method_fwd_bwd"])
+        last = decode[-1]
+        print(f"\ntargets at N=8192 causal f+b: SDPA/kexue = {best['sdpa_over_method_fwd_bwd']:.1f} (>= 16), "
+              f"peak {best['fwd_bwd_mib']:.0f} MiB (<= 288); decode at {last['position']}: "
+              f"{last['kv_over_linear']:.1f}x vs KV cache (>= 20), {last['linear_step_us']:.1f} us/token (<= 40)")
+    meta = {"quick": args.quick, "heads": heads, "dim": dim, "fast_transformers": ft is not None}
+    write_json(args.out, {"meta": meta, "training": train, "decode": decode})
+    if args.figure:
+        from kexue.eval.plots import subplots
+
+        fig, axes = subplots(1, 1, width=4.6, height=3.4)
+        ax = axes[0, 0]
+        ax.loglog([r["position"] for r in decode], [r["linear_step_us"] for r in decode], "o-", label="linear step")
+        ax.loglog([r["position"] for r in decode], [r["kv_cache_step_us"] for r in decode], "s-", label="SDPA + KV")
+        ax.set_xlabel("position")
+        ax.set_ylabel("µs per token")
+        ax.legend()
+        fig.savefig(args.figure, dpi=110, bbox_inches="tight")
+        print(f"wrote {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

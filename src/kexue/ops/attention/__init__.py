@@ -1,0 +1,64 @@
+"""Linear attention (post 6: kexue.fm/archives/7546, 8610; "Transformers are RNNs", arXiv 2006.16236).
+
+- :func:`linear_attention`: causal / non-causal, any feature map, key padding, fp32 accumulation.
+- :func:`linear_attention_step`: the recurrent (RNN) form for decoding.
+- :mod:`.feature_maps`: elu+1, relu, Su's 1+cos, FAVOR+ random features, Efficient Attention.
+- :mod:`.causal`: the three tied causal forms (dense masked reference, chunked with a custom backward, recurrent).
+- :mod:`.efficient`: Efficient Attention with the exact causal prefix normaliser.
+"""
+
+from kexue.ops.attention.causal import (
+    LinearAttentionState,
+    causal_linear_attention_chunked,
+    causal_linear_attention_dense,
+    causal_linear_attention_recurrent,
+    linear_attention_state,
+)
+from kexue.ops.attention.efficient import (
+    EfficientAttentionState,
+    efficient_attention,
+    efficient_attention_dense,
+    efficient_attention_step,
+)
+from kexue.ops.attention.feature_maps import (
+    FEATURE_MAPS,
+    CosFeatureMap,
+    EfficientFeatureMap,
+    EluFeatureMap,
+    FavorFeatureMap,
+    FeatureMap,
+    ReluFeatureMap,
+    get_feature_map,
+)
+from kexue.ops.attention.linear import (
+    linear_attention,
+    linear_attention_step,
+    linear_attention_weights,
+    noncausal_linear_attention,
+    noncausal_linear_attention_dense,
+)
+
+__all__ = [
+    "FEATURE_MAPS",
+    "CosFeatureMap",
+    "EfficientAttentionState",
+    "EfficientFeatureMap",
+    "EluFeatureMap",
+    "FavorFeatureMap",
+    "FeatureMap",
+    "LinearAttentionState",
+    "ReluFeatureMap",
+    "causal_linear_attention_chunked",
+    "causal_linear_attention_dense",
+    "causal_linear_attention_recurrent",
+    "efficient_attention",
+    "efficient_attention_dense",
+    "efficient_attention_step",
+    "get_feature_map",
+    "linear_attention",
+    "linear_attention_state",
+    "linear_attention_step",
+    "linear_attention_weights",
+    "noncausal_linear_attention",
+    "noncausal_linear_attention_dense",
+]

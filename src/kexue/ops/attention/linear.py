@@ -1,0 +1,259 @@
+"""Linear attention: softmax-free attention as a normalised weighted average with a factorised similarity.
+
+Su, "Exploring linear attention: must attention have a softmax?" (kexue.fm/archives/7546); Katharopoulos et al.,
+"Transformers are RNNs" (arXiv 2006.16236). With sim(q, k) = phi(q)^T varphi(k) >= 0,
+
+    o_i = sum_j sim(q_i, k_j) v_j / (sum_j sim(q_i, k_j) + eps) = phi(q_i)^T (Phi_K^T V) / (phi(q_i)^T Phi_K^T 1 + eps),
+
+and associativity turns O(N^2) into O(N C M). Conventions (fast-transformers', spec section 4): no 1/sqrt(d) scaling
+(the map sees q and k as given), eps = 1e-6 added to the normaliser, padded keys multiplied out of Phi_K.
+
+- :func:`linear_attention`: the public entry; validates, maps, masks, and dispatches to a form.
+- Non-causal: :func:`noncausal_linear_attention` (factorised, the fast path) and
+  :func:`noncausal_linear_attention_dense` (the explicit N x N normalised matrix, its slow twin).
+- Causal: :mod:`kexue.ops.attention.causal` (dense / chunked / recurrent). Efficient Attention:
+  :mod:`kexue.ops.attention.efficient`.
+
+Low precision: float16 / bfloat16 inputs are mapped and accumulated in float32 (state sums over thousands of tokens
+overflow or lose all precision in fp16; fast-transformers issue 32) and the output is cast back to the input dtype.
+"""
+
+import torch
+
+from kexue.ops.attention.causal import (
+    DEFAULT_CHUNK,
+    LinearAttentionState,
+    causal_linear_attention_chunked,
+    causal_linear_attention_dense,
+    causal_linear_attention_recurrent,
+    causal_linear_weights,
+    linear_attention_state,
+    step_mapped,
+)
+from kexue.ops.attention.efficient import (
+    EfficientAttentionState,
+    efficient_attention,
+    efficient_attention_dense,
+    efficient_attention_state,
+    efficient_attention_step,
+    efficient_attention_weights,
+)
+from kexue.ops.attention.feature_maps import EfficientFeatureMap, FeatureMap, get_feature_map
+
+CAUSAL_IMPLS = ("chunked", "dense", "recurrent")
+NONCAUSAL_IMPLS = ("factorised", "dense")
+
+# --------------------------------------------------------------------------------------------------------------
+# Validation and preparation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be [B, H, N, D] (4-D), got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape [B, H, N, D], got {tuple(q.shape)} and {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must be [B, H, N, M] with the B, H, N of q {tuple(q.shape[:3])}, got {tuple(v.shape)}")
+    if q.shape[-1] == 0 or v.shape[-1] == 0:
+        raise ValueError(f"head sizes must be >= 1, got D = {q.shape[-1]} and M = {v.shape[-1]}")
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"key_padding_mask must be a bool tensor (True = padding), got {key_padding_mask.dtype}")
+        if tuple(key_padding_mask.shape) != (q.shape[0], q.shape[2]):
+            raise ValueError(f"key_padding_mask must have shape [B, N] = {(q.shape[0], q.shape[2])}, got "
+                             f"{tuple(key_padding_mask.shape)}")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def map_inputs(q: torch.Tensor, k: torch.Tensor, fmap: FeatureMap,
+               key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """phi(q) and varphi(k) in the compute dtype, padded keys zeroed: ``[B, H, N, C]`` each."""
+    dtype = _compute_dtype(q.dtype)
+    phi_q = fmap.forward_queries(q.to(dtype))
+    phi_k = fmap.forward_keys(k.to(dtype))
+    if key_padding_mask is not None:
+        phi_k = phi_k.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+    return phi_q, phi_k
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Non-causal forms
+# --------------------------------------------------------------------------------------------------------------
+
+
+def noncausal_linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
+                               eps: float = 1e-6) -> torch.Tensor:
+    """phi_q (phi_k^T v) / (phi_q . sum_j phi_k_j + eps): ``[..., N, C]``, ``[..., N, C]``, ``[..., N, M]``."""
+    kv = phi_k.transpose(-1, -2) @ v  # [..., C, M]
+    z = phi_k.sum(-2, keepdim=True)  # [..., 1, C]
+    return (phi_q @ kv) / ((phi_q * z).sum(-1, keepdim=True) + eps)
+
+
+def noncausal_linear_attention_dense(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
+                                     eps: float = 1e-6) -> torch.Tensor:
+    """The explicit normalised N x N form (reference for :func:`noncausal_linear_attention`)."""
+    scores = phi_q @ phi_k.transpose(-1, -2)  # [..., N, N]
+    return (scores @ v) / (scores.sum(-1, keepdim=True) + eps)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------------------------
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                     feature_map: str | FeatureMap = "elu", key_padding_mask: torch.Tensor | None = None,
+                     eps: float = 1e-6, impl: str | None = None, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Linear attention, causal or not, with a choice of feature map.
+
+    o_i = phi(q_i)^T sum_{j in J(i)} varphi(k_j) v_j^T / (phi(q_i)^T sum_{j in J(i)} varphi(k_j) + eps),
+    J(i) = all unpadded keys (non-causal) or unpadded keys j <= i (causal).
+
+    Args:
+        q: queries ``[B, H, N, D]``.
+        k: keys ``[B, H, N, D]``.
+        v: values ``[B, H, N, M]`` (M may differ from D).
+        causal: position i attends to keys j <= i only.
+        feature_map: ``"elu"`` (default), ``"relu"``, ``"cos"`` (Su's 1 + cos), ``"favor"`` (FAVOR+; pass a
+            :class:`FavorFeatureMap` to control its random features), ``"efficient"`` (Efficient Attention, no
+            eps), or a :class:`FeatureMap`.
+        key_padding_mask: bool ``[B, N]``; True marks a padding key, which no query attends to (PyTorch's
+            ``nn.MultiheadAttention`` convention).
+        eps: added to the normaliser (fast-transformers' 1e-6).
+        impl: ``"chunked"`` (default), ``"dense"`` or ``"recurrent"`` when causal; ``"factorised"`` (default) or
+            ``"dense"`` otherwise. The dense forms are O(N^2) references.
+        chunk_size: tokens per chunk of the chunked causal form.
+
+    Returns:
+        ``[B, H, N, M]`` in the dtype of ``v`` (computed in float32 for float16 / bfloat16 inputs).
+
+    Example:
+        >>> q, k, v = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 10, 8), torch.randn(2, 4, 10, 5)
+        >>> linear_attention(q, k, v, causal=True).shape
+        torch.Size([2, 4, 10, 5])
+    """
+    _check_inputs(q, k, v, key_padding_mask)
+    allowed = CAUSAL_IMPLS if causal else NONCAUSAL_IMPLS
+    impl = impl or allowed[0]
+    if impl not in allowed:
+        raise ValueError(f"impl={impl!r} is not valid with causal={causal}; expected one of {', '.join(allowed)}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    fmap = get_feature_map(feature_map, q.shape[-1])
+    out_dtype = v.dtype
+    vv = v.to(_compute_dtype(v.dtype))
+    if isinstance(fmap, EfficientFeatureMap):
+        dtype = vv.dtype
+        qq, kk = q.to(dtype), k.to(dtype)
+        if impl == "dense":
+            out = efficient_attention_dense(qq, kk, vv, causal=causal, key_padding_mask=key_padding_mask)
+        elif impl == "recurrent":
+            out = _efficient_recurrent(qq, kk, vv, key_padding_mask)
+        else:
+            out = efficient_attention(qq, kk, vv, causal=causal, key_padding_mask=key_padding_mask)
+        return out.to(out_dtype)
+    phi_q, phi_k = map_inputs(q, k, fmap, key_padding_mask)
+    if not causal:
+        form = noncausal_linear_attention if impl == "factorised" else noncausal_linear_attention_dense
+        out = form(phi_q, phi_k, vv, eps)
+    elif impl == "chunked":
+        out = causal_linear_attention_chunked(phi_q, phi_k, vv, eps, chunk_size)
+    elif impl == "dense":
+        out = causal_linear_attention_dense(phi_q, phi_k, vv, eps)
+    else:
+        out = causal_linear_attention_recurrent(phi_q, phi_k, vv, eps)
+    return out.to(out_dtype)
+
+
+def _efficient_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    b, h, n, d = q.shape
+    if key_padding_mask is not None:
+        k = k.masked_fill(key_padding_mask[:, None, :, None], float("-inf"))
+    state = efficient_attention_state(b, h, d, v.shape[-1], device=v.device, dtype=v.dtype)
+    outs = []
+    for i in range(n):
+        out, state = efficient_attention_step(q[:, :, i], k[:, :, i], v[:, :, i], state)
+        outs.append(out)
+    return torch.stack(outs, dim=2)
+
+
+def linear_attention_weights(q: torch.Tensor, k: torch.Tensor, *, causal: bool = False,
+                             feature_map: str | FeatureMap = "elu", key_padding_mask: torch.Tensor | None = None,
+                             eps: float = 1e-6) -> torch.Tensor:
+    """The N x N attention matrix that :func:`linear_attention` applies implicitly, ``[B, H, N, N]`` (for figures).
+
+    ``linear_attention_weights(q, k) @ v`` equals ``linear_attention(q, k, v)`` (same arguments).
+    """
+    _check_inputs(q, k, k, key_padding_mask)
+    fmap = get_feature_map(feature_map, q.shape[-1])
+    if isinstance(fmap, EfficientFeatureMap):
+        dtype = _compute_dtype(q.dtype)
+        return efficient_attention_weights(q.to(dtype), k.to(dtype), causal=causal, key_padding_mask=key_padding_mask)
+    phi_q, phi_k = map_inputs(q, k, fmap, key_padding_mask)
+    if causal:
+        return causal_linear_weights(phi_q, phi_k, eps)
+    scores = phi_q @ phi_k.transpose(-1, -2)
+    return scores / (scores.sum(-1, keepdim=True) + eps)
+
+
+def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor,
+                          state: LinearAttentionState | EfficientAttentionState | None = None, *,
+                          feature_map: str | FeatureMap = "elu", eps: float = 1e-6):
+    """One step of causal linear attention as an RNN (decoding): O(C M) work and state per head, at any position.
+
+    Reproduces ``linear_attention(..., causal=True)`` token by token. The update is out-of-place, so it is
+    autograd-safe; the state is float32 for low-precision inputs.
+
+    Args:
+        q_t, k_t: ``[B, H, D]``, the current token's query and key.
+        v_t: ``[B, H, M]``.
+        state: from the previous step, or None to start (S_0 = 0, z_0 = 0).
+        feature_map: as in :func:`linear_attention` (must be the same object for random maps).
+        eps: added to the normaliser.
+
+    Returns:
+        ``(out_t [B, H, M], new_state)``.
+    """
+    if q_t.dim() != 3 or k_t.shape != q_t.shape or v_t.shape[:2] != q_t.shape[:2] or v_t.dim() != 3:
+        raise ValueError(f"expected q_t, k_t [B, H, D] and v_t [B, H, M], got {tuple(q_t.shape)}, "
+                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+    out_dtype = v_t.dtype
+    # Decoding is dispatch-bound (~15 tiny ops per step): keep the Python around them minimal.
+    fmap = feature_map if isinstance(feature_map, FeatureMap) else _cached_map(feature_map, q_t.shape[-1])
+    dtype = _compute_dtype(v_t.dtype)
+    b, h, d = q_t.shape
+    if v_t.dtype != dtype:
+        q_t, k_t, v_t = q_t.to(dtype), k_t.to(dtype), v_t.to(dtype)
+    if isinstance(fmap, EfficientFeatureMap):
+        if state is None:
+            state = efficient_attention_state(b, h, d, v_t.shape[-1], device=v_t.device, dtype=dtype)
+        out, state = efficient_attention_step(q_t, k_t, v_t, state)
+    else:
+        phi_q, phi_k = fmap.forward_queries(q_t), fmap.forward_keys(k_t)
+        if state is None:
+            state = linear_attention_state(b, h, phi_q.shape[-1], v_t.shape[-1], device=v_t.device, dtype=dtype)
+        out, state = step_mapped(phi_q, phi_k, v_t, state, eps)
+    return (out if out.dtype == out_dtype else out.to(out_dtype)), state
+
+
+_DETERMINISTIC = {}  # name -> map, for the per-token decoding path (random maps must be passed as objects)
+
+
+def _cached_map(name: str, query_dims: int) -> FeatureMap:
+    if name not in _DETERMINISTIC:
+        fmap = get_feature_map(name, query_dims)
+        if fmap.random:
+            raise ValueError(f"feature_map={name!r} draws random features: pass the same FeatureMap object at every "
+                             "step (a name would draw new features each time)")
+        _DETERMINISTIC[name] = fmap
+    return _DETERMINISTIC[name]

@@ -1,0 +1,63 @@
+"""kexue.models.transformer: decoding with recurrent state / KV cache equals re-running the model."""
+
+import pytest
+import torch
+
+from kexue.models.transformer import Transformer, TransformerConfig
+from kexue.train.capture import capture
+
+
+def _model(attention, fmap="elu"):
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=11, max_len=24, dim=16, depth=2, heads=2, attention=attention,
+                            feature_map=fmap, chunk_size=4)
+    return Transformer(cfg, generator=torch.Generator().manual_seed(0)).double().eval()
+
+
+@pytest.mark.parametrize("attention,fmap", [("linear", "elu"), ("linear", "favor"), ("softmax", "elu")])
+def test_forward_step_equals_forward(attention, fmap):
+    m = _model(attention, fmap)
+    x = torch.randint(0, 11, (2, 17))
+    full = m(x)
+    caches = m.init_caches(2, 17)
+    steps = torch.stack([m.forward_step(x[:, t], t, caches) for t in range(17)], 1)
+    torch.testing.assert_close(steps, full)
+
+
+@pytest.mark.parametrize("attention", ["linear", "softmax"])
+def test_generate_with_cache_equals_without(attention):
+    m = _model(attention)
+    prompt = torch.randint(0, 11, (3, 4))
+    a = m.generate(prompt, 12, generator=torch.Generator().manual_seed(1))
+    b = m.generate(prompt, 12, use_cache=False, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert torch.equal(a[:, :4], prompt) and a.shape == (3, 16)
+    greedy = m.generate(prompt, 5, temperature=0)
+    assert torch.equal(greedy[:, 4], m(prompt)[:, -1].argmax(-1))
+
+
+def test_causal_model_ignores_future_tokens():
+    m = _model("linear")
+    x = torch.randint(0, 11, (1, 20))
+    y = x.clone()
+    y[:, 10:] = (y[:, 10:] + 3) % 11
+    torch.testing.assert_close(m(x)[:, :10], m(y)[:, :10])
+
+
+def test_attention_maps_are_captured_from_forward():
+    m = _model("softmax")
+    x = torch.randint(0, 11, (2, 9))
+    with capture(None, taps=["blocks.*.attn.weights"]) as cap:
+        m(x)
+    w = cap["blocks.1.attn.weights"]
+    assert w.shape == (2, 2, 9, 9) and (w.triu(1) == 0).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="attention must be"):
+        Transformer(TransformerConfig(attention="sparse"))
+    m = _model("linear")
+    with pytest.raises(ValueError, match="exceeds max_len"):
+        m.generate(torch.zeros(1, 4, dtype=torch.long), 30)
+    with pytest.raises(ValueError, match="tokens must be int64"):
+        m(torch.zeros(1, 4))

@@ -1,0 +1,277 @@
+"""kexue.ops.attention: linear attention forms tied together, forward and backward (spec linear-attention.md §5)."""
+
+import pytest
+import torch
+
+from kexue.ops.attention import (
+    CosFeatureMap,
+    FavorFeatureMap,
+    causal_linear_attention_chunked,
+    get_feature_map,
+    linear_attention,
+    linear_attention_step,
+    linear_attention_weights,
+)
+
+MAPS = ["elu", "relu", "cos", "favor", "efficient"]
+
+
+def _inputs(b=2, h=3, n=37, d=5, m=7, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(b, h, n, d, generator=g, dtype=dtype), torch.randn(b, h, n, d, generator=g, dtype=dtype)
+    return q, k, torch.randn(b, h, n, m, generator=g, dtype=dtype)
+
+
+def _mask(b=2, n=37):
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    mask[0, -5:] = True  # right padding
+    mask[1, :3] = True  # left padding: the first queries see no key at all
+    return mask
+
+
+def _fmap(name, d=5):
+    return get_feature_map(name, d, generator=torch.Generator().manual_seed(3))
+
+
+def _run(q, k, v, grad_out, **kw):
+    q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
+    out = linear_attention(q, k, v, **kw)
+    out.backward(grad_out)
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+# --- non-causal ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["elu", "relu", "cos", "favor"])
+def test_noncausal_equals_explicit_normalised_matrix(name):
+    # phi(Q)(phi(K)^T V) / (phi(Q) phi(K)^T 1) == the explicit N x N normalised form, computed here by hand.
+    q, k, v = _inputs(dtype=torch.float64)
+    fm = _fmap(name)
+    scores = fm.forward_queries(q) @ fm.forward_keys(k).transpose(-1, -2)
+    expected = (scores @ v) / (scores.sum(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(linear_attention(q, k, v, feature_map=fm), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(linear_attention(q, k, v, feature_map=fm, impl="dense"), expected, rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_noncausal_with_padding_ignores_padded_keys():
+    q, k, v = _inputs()
+    mask = _mask()
+    out = linear_attention(q, k, v, key_padding_mask=mask)
+    k2, v2 = k.clone(), v.clone()
+    k2[mask[:, None, :, None].expand_as(k2)] = 100.0  # garbage in padded slots changes nothing
+    v2[mask[:, None, :, None].expand_as(v2)] = -100.0
+    torch.testing.assert_close(linear_attention(q, k2, v2, key_padding_mask=mask), out)
+
+
+# --- causal: three forms tied to the dense masked reference -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MAPS)
+@pytest.mark.parametrize("impl", ["chunked", "recurrent"])
+def test_causal_forms_agree_with_dense_fp32(name, impl):
+    # Odd N (not a multiple of the chunk), D != M, padding masks; forward and backward to 1e-5.
+    q, k, v = _inputs()
+    mask = _mask()
+    g = torch.randn(2, 3, 37, 7, generator=torch.Generator().manual_seed(9))
+    fm = _fmap(name)
+    # The dense reference evaluated in float64 on the same fp32 inputs: the "true" values for these inputs.
+    ref = _run(q.double(), k.double(), v.double(), g.double(), causal=True, feature_map=fm, key_padding_mask=mask,
+               impl="dense")
+    dense32 = _run(q, k, v, g, causal=True, feature_map=fm, key_padding_mask=mask, impl="dense")
+    got = _run(q, k, v, g, causal=True, feature_map=fm, key_padding_mask=mask, impl=impl, chunk_size=8)
+    # relu can switch off every feature of a query, leaving a normaliser near 0 that amplifies fp32 rounding.
+    tol = 5e-5 if name == "relu" else 1e-5
+    for a, a32, b in zip(got, dense32, ref, strict=True):
+        assert torch.isfinite(a).all()
+        assert _rel(a.double(), b) < tol
+        assert _rel(a, a32) < 2 * tol  # and with the fp32 dense form itself
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 64])
+def test_chunk_size_does_not_change_result(chunk):
+    q, k, v = _inputs(dtype=torch.float64)
+    ref = linear_attention(q, k, v, causal=True, impl="dense")
+    torch.testing.assert_close(linear_attention(q, k, v, causal=True, chunk_size=chunk), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["elu", "cos", "efficient"])
+def test_gradcheck_chunked_float64(name):
+    q, k, v = (t.requires_grad_() for t in _inputs(b=1, h=1, n=9, d=3, m=2, dtype=torch.float64))
+    mask = torch.zeros(1, 9, dtype=torch.bool)
+    mask[0, -2:] = True
+    fm = _fmap(name, 3)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: linear_attention(q, k, v, causal=True, feature_map=fm, key_padding_mask=mask, chunk_size=4),
+        (q, k, v))
+
+
+def test_gradcheck_custom_function_directly():
+    # The custom autograd.Function (prefix/suffix backward), on mapped positive features.
+    g = torch.Generator().manual_seed(1)
+    pq = torch.rand(2, 9, 3, generator=g, dtype=torch.float64)
+    pk = torch.rand(2, 9, 3, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 9, 2, generator=g, dtype=torch.float64)
+    args = tuple(t.requires_grad_() for t in (pq, pk, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: causal_linear_attention_chunked(a, b, c, 1e-6, 4), args)
+
+
+def test_causal_output_unchanged_by_future_inputs():
+    q, k, v = _inputs()
+    i = 20
+    for name in ("elu", "favor", "efficient"):
+        fm = _fmap(name)
+        base = linear_attention(q, k, v, causal=True, feature_map=fm, chunk_size=8)
+        q2, k2, v2 = q.clone(), k.clone(), v.clone()
+        q2[:, :, i + 1 :] += 3.0
+        k2[:, :, i + 1 :] *= -5.0
+        v2[:, :, i + 1 :] = 7.0
+        changed = linear_attention(q2, k2, v2, causal=True, feature_map=fm, chunk_size=8)
+        # Equal up to BLAS summation order (the masked entries are exact zeros, but blocking may differ).
+        torch.testing.assert_close(changed[:, :, : i + 1], base[:, :, : i + 1], rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(changed[:, :, i + 1 :], base[:, :, i + 1 :])
+
+
+@pytest.mark.parametrize("name", MAPS)
+def test_recurrent_decoding_reproduces_parallel_token_by_token(name):
+    q, k, v = _inputs()
+    fm = _fmap(name)
+    parallel = linear_attention(q, k, v, causal=True, feature_map=fm, chunk_size=8)
+    state = None
+    for t in range(q.shape[2]):
+        out, state = linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state, feature_map=fm)
+        torch.testing.assert_close(out, parallel[:, :, t], rtol=1e-5, atol=1e-6)
+    assert state.position == q.shape[2]
+
+
+def test_state_size_is_constant_in_position():
+    q, k, v = _inputs(n=50)
+    state, sizes = None, set()
+    for t in range(50):
+        _, state = linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state)
+        sizes.add(sum(x.numel() for x in state[:2]))
+    assert sizes == {2 * 3 * 5 * 7 + 2 * 3 * 5}
+
+
+def test_weights_times_v_equals_attention():
+    q, k, v = _inputs(dtype=torch.float64)
+    mask = _mask()
+    for causal in (False, True):
+        for name in ("elu", "efficient"):
+            w = linear_attention_weights(q, k, causal=causal, feature_map=name, key_padding_mask=mask)
+            out = linear_attention(q, k, v, causal=causal, feature_map=name, key_padding_mask=mask)
+            torch.testing.assert_close(w @ v, out, rtol=1e-10, atol=1e-12)
+            if causal:
+                assert (w.triu(1) == 0).all()
+
+
+# --- feature maps ---------------------------------------------------------------------------------------------
+
+
+def test_cos_similarity_in_0_2():
+    x, y = torch.randn(500, 16, dtype=torch.float64), torch.randn(500, 16, dtype=torch.float64)
+    x[0] = y[0]  # cos = 1
+    x[1] = -y[1]  # cos = -1
+    fm = CosFeatureMap()
+    sim = fm.forward_queries(x) @ fm.forward_keys(y).T
+    assert sim.min() >= -1e-12 and sim.max() <= 2 + 1e-12
+    torch.testing.assert_close(sim.diagonal()[:2], torch.tensor([2.0, 0.0], dtype=torch.float64))
+    cos = torch.nn.functional.cosine_similarity(x[:, None], y[None], dim=-1)
+    torch.testing.assert_close(sim, 1 + cos)
+
+
+def test_favor_estimates_softmax_kernel_and_redraws():
+    d = 8
+    fm = FavorFeatureMap(d, n_features=8192, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    q, k = 0.5 * torch.randn(4, d, generator=g, dtype=torch.float64), 0.5 * torch.randn(6, d, generator=g,
+                                                                                           dtype=torch.float64)
+    exact = torch.softmax(q @ k.T / d**0.5, dim=-1)
+    est = fm.forward_queries(q) @ fm.forward_keys(k).T
+    est = est / est.sum(-1, keepdim=True)
+    assert (est - exact).abs().max() < 0.02  # Monte-Carlo error ~ 1/sqrt(8192) of weights ~0.2
+    before = fm.omega.clone()
+    fm.redraw(torch.Generator().manual_seed(5))
+    assert not torch.equal(before, fm.omega)
+
+
+def test_efficient_attention_rows_sum_to_one_and_causal_uses_no_future_key():
+    q, k, _ = _inputs(dtype=torch.float64)
+    for causal in (False, True):
+        w = linear_attention_weights(q, k, causal=causal, feature_map="efficient")
+        torch.testing.assert_close(w.sum(-1), torch.ones_like(w[..., 0]))
+        assert (w >= 0).all()
+    assert (linear_attention_weights(q, k, causal=True, feature_map="efficient").triu(1) == 0).all()
+
+
+def test_efficient_attention_stable_for_large_logits():
+    q, k, v = _inputs()
+    out = linear_attention(q, 80 * k, v, causal=True, feature_map="efficient", chunk_size=8)
+    ref = linear_attention(q.double(), 80 * k.double(), v.double(), causal=True, feature_map="efficient",
+                           impl="dense")
+    assert torch.isfinite(out).all() and _rel(out.double(), ref) < 1e-5
+
+
+# --- precision ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs_accumulate_in_fp32(dtype):
+    # 4096 tokens of elu+1 features: fp16 key sums would reach ~4e3 * d and lose the small increments.
+    q, k, v = _inputs(b=1, h=2, n=4096, d=16, m=16)
+    ref = linear_attention(q.to(dtype).double(), k.to(dtype).double(), v.to(dtype).double(), causal=True)
+    out = linear_attention(q.to(dtype), k.to(dtype), v.to(dtype), causal=True)
+    assert out.dtype == dtype
+    tol = 1e-2 if dtype == torch.float16 else 2e-2  # output rounding only
+    assert _rel(out.double(), ref) < tol
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors():
+    q, k, v = _inputs()
+    with pytest.raises(ValueError, match="q and k must have the same shape"):
+        linear_attention(q, k[..., :4], v)
+    with pytest.raises(ValueError, match="v must be"):
+        linear_attention(q, k, v[:, :, :5])
+    with pytest.raises(ValueError, match=r"must be \[B, H, N, D\]"):
+        linear_attention(q[0], k[0], v[0])
+    with pytest.raises(ValueError, match="key_padding_mask must have shape"):
+        linear_attention(q, k, v, key_padding_mask=torch.zeros(2, 36, dtype=torch.bool))
+    with pytest.raises(TypeError, match="key_padding_mask must be a bool"):
+        linear_attention(q, k, v, key_padding_mask=torch.zeros(2, 37))
+    with pytest.raises(ValueError, match="unknown feature_map 'softplus'"):
+        linear_attention(q, k, v, feature_map="softplus")
+    with pytest.raises(ValueError, match="head sizes must be >= 1"):
+        linear_attention(q[..., :0], k[..., :0], v)
+    with pytest.raises(ValueError, match="impl='recurrent' is not valid with causal=False"):
+        linear_attention(q, k, v, impl="recurrent")
+    with pytest.raises(ValueError, match="pass the same FeatureMap object"):
+        linear_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], feature_map="favor")
+    with pytest.raises(ValueError, match="expected q_t, k_t"):
+        linear_attention_step(q[:, :, 0], k[:, :, 0, :4], v[:, :, 0])
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_attention(q, k, v, causal=True, chunk_size=0)
+
+
+# --- GPU (the same torch ops on CUDA) ---------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+class TestCuda:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+    def test_chunked_matches_cpu_reference(self, dtype):
+        q, k, v = _inputs(n=300, d=16, m=24)
+        g = torch.randn_like(v)
+        ref = _run(q.double(), k.double(), v.double(), g.double(), causal=True, impl="dense")
+        got = _run(*(t.cuda().to(dtype) for t in (q, k, v)), g.cuda().to(dtype), causal=True)
+        tol = 1e-5 if dtype == torch.float32 else 3e-2
+        for a, b in zip(got, ref, strict=True):
+            assert _rel(a.double().cpu(), b) < tol
