@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
-	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt -e ".[dev,text]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -101,5 +101,8 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group together: a rank that tears gloo down while a peer is still busy (rank 0 writing its
+    checkpoint) can abort at exit ("terminate called without an active exception"), so meet at a barrier first."""
     if info.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
