@@ -7,6 +7,7 @@ that writes nothing.
 """
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,37 @@ def any_true(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_parameters(module: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's parameters and buffers to every rank (what DDP does at wrap time), in place."""
+    if not info.distributed:
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def all_reduce_gradients(params: nn.Module | Iterable[torch.Tensor], info: DistInfo) -> None:
+    """Average ``.grad`` over ranks, in place: DDP's reduction done by hand, after ``backward()``.
+
+    For trainers that DDP does not fit: a GAN step differentiates the critic twice (gradient penalties use
+    ``create_graph=True``) and updates two networks in alternation, which DDP's bucketed hooks do not support.
+    Parameters whose ``.grad`` is None are left alone; the same code on every rank leaves the same ones None.
+    """
+    if not info.distributed:
+        return
+    params = params.parameters() if isinstance(params, nn.Module) else params
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective instead of one per tensor
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def barrier(info: DistInfo) -> None:

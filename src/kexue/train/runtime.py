@@ -67,6 +67,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _named(obj: Any) -> dict[str, Any]:
+    """None -> {}, a dict -> itself, one object -> {"": object} (the key under which it is checkpointed)."""
+    if obj is None:
+        return {}
+    return dict(obj) if isinstance(obj, dict) else {"": obj}
+
+
 # --- the runtime ----------------------------------------------------------------------------------------------------
 
 
@@ -78,7 +85,9 @@ class Runtime:
             None with ``directory`` for use outside experiments.
         config: the resolved config as a dict; checkpoints of another config are refused.
         model: the model (wrapped or not; the unwrapped module's ``state_dict`` is saved).
-        optimizer, scheduler, ema: saved and restored when given.
+        optimizer, scheduler: saved and restored when given; either may be a dict of name -> object for trainers
+            with several (a GAN's generator and critic optimizers).
+        ema: saved and restored when given.
         every: checkpoint every this many steps (0: only when :meth:`save` is called).
         keep_last: how many checkpoint folders to keep.
         max_bad_steps: consecutive non-finite steps before a rollback.
@@ -89,7 +98,8 @@ class Runtime:
     """
 
     def __init__(self, run: Any = None, *, config: dict | None = None, model: nn.Module,
-                 optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, ema: EMA | None = None,
+                 optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | None = None,
+                 scheduler: Any = None, ema: EMA | None = None,
                  every: int = 0, keep_last: int = 3, max_bad_steps: int = 3, lr_factor: float = 0.5,
                  check_grads: bool = True, dist: DistInfo | None = None, directory: str | Path | None = None) -> None:
         if run is None and directory is None:
@@ -100,6 +110,8 @@ class Runtime:
         self.run, self.config = run, config
         self.directory = Path(directory) if directory is not None else run.checkpoints
         self.model, self.optimizer, self.scheduler, self.ema = model, optimizer, scheduler, ema
+        self._optimizers = _named(optimizer)
+        self._schedulers = _named(scheduler)
         self.every, self.keep_last, self.max_bad_steps, self.lr_factor = every, keep_last, max_bad_steps, lr_factor
         self.check_grads = check_grads
         self.dist = dist or DistInfo()
@@ -129,8 +141,8 @@ class Runtime:
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         state = {
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "optimizers": {name: opt.state_dict() for name, opt in self._optimizers.items()},
+            "schedulers": {name: sched.state_dict() for name, sched in self._schedulers.items()},
             "rng": rng_state(),
             "extra_json": json.dumps(self.extra),
             "counters": {"bad_steps": self.bad_steps, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
@@ -164,10 +176,10 @@ class Runtime:
             raise KexueError(f"checkpoint {path} does not fit this model: {str(err)[:300]}") from None
         if self.ema is not None:
             self.ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        for name, opt in self._optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self._schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.extra = json.loads(state["extra_json"])
@@ -243,8 +255,8 @@ class Runtime:
             return True
         self.bad_steps += 1
         self.bad_streak += 1
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
+        for opt in self._optimizers.values():
+            opt.zero_grad(set_to_none=True)
         self._event("nan_skip", bad_steps=self.bad_steps, streak=self.bad_streak)
         if self.bad_streak >= self.max_bad_steps:
             self.rollback()
@@ -270,13 +282,14 @@ class Runtime:
 
     def _set_lr_scale(self, scale: float) -> None:
         ratio = scale / self.lr_scale
-        if self.optimizer is not None:
-            for group in self.optimizer.param_groups:
+        for opt in self._optimizers.values():
+            for group in opt.param_groups:
                 group["lr"] *= ratio
                 if "initial_lr" in group:
                     group["initial_lr"] *= ratio
-        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
-            self.scheduler.base_lrs = [lr * ratio for lr in self.scheduler.base_lrs]
+        for sched in self._schedulers.values():
+            if hasattr(sched, "base_lrs"):
+                sched.base_lrs = [lr * ratio for lr in sched.base_lrs]
         self.lr_scale = scale
 
     # --- the step -----------------------------------------------------------------------------------------------------
