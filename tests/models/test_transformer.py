@@ -36,6 +36,30 @@ def test_generate_with_cache_equals_without(attention):
     assert torch.equal(greedy[:, 4], m(prompt)[:, -1].argmax(-1))
 
 
+def test_generate_decodes_linear_attention_with_a_constant_size_state():
+    m = _model("linear")
+    caches = m.init_caches(2, 24)
+    sizes = set()
+    for t in range(20):
+        m.forward_step(torch.randint(0, 11, (2,)), t, caches)
+        sizes.add(sum(c["state"].s.numel() + c["state"].z.numel() for c in caches))
+    assert len(sizes) == 1 and all("k" not in c for c in caches)
+
+
+def test_redraw_features_changes_favor_layers_only():
+    m = _model("linear", "favor")
+    x = torch.randint(0, 11, (1, 8))
+    before = m(x)
+    omegas = [b.attn.omega.clone() for b in m.blocks]
+    m.redraw_features(torch.Generator().manual_seed(5))
+    assert all(not torch.equal(o, b.attn.omega) for o, b in zip(omegas, m.blocks, strict=True))
+    assert not torch.allclose(before, m(x))
+    elu = _model("linear")
+    y = elu(x)
+    elu.redraw_features()
+    torch.testing.assert_close(elu(x), y)
+
+
 def test_causal_model_ignores_future_tokens():
     m = _model("linear")
     x = torch.randint(0, 11, (1, 20))
@@ -61,3 +85,7 @@ def test_bad_arguments():
         m.generate(torch.zeros(1, 4, dtype=torch.long), 30)
     with pytest.raises(ValueError, match="tokens must be int64"):
         m(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="prompt must be int64"):
+        m.generate(torch.zeros(1, 4), 2)
+    with pytest.raises(ValueError, match="temperature >= 0"):
+        m.generate(torch.zeros(1, 4, dtype=torch.long), 2, temperature=-1.0)

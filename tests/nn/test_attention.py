@@ -83,6 +83,30 @@ def test_favor_features_are_a_buffer_and_redraw():
     torch.testing.assert_close(other(x), layer(x))
 
 
+def test_layers_share_one_calling_convention():
+    # Same forward / step / init_cache signatures, so a model can swap one for the other.
+    import inspect
+
+    for method in ("forward", "step", "init_cache"):
+        a = inspect.signature(getattr(SoftmaxAttention, method))
+        b = inspect.signature(getattr(LinearAttention, method))
+        assert list(a.parameters) == list(b.parameters), method
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    assert _layer("softmax")(x).shape == _layer("linear")(x).shape == x.shape
+
+
+def test_linear_step_state_does_not_grow_and_kv_cache_does():
+    lin, sm = _layer("linear"), _layer("softmax")
+    lin_cache, sm_cache = lin.init_cache(1, 64, dtype=torch.float64), sm.init_cache(1, 64, dtype=torch.float64)
+    sizes = set()
+    for _ in range(20):
+        lin.step(torch.randn(1, 16, dtype=torch.float64), lin_cache)
+        sm.step(torch.randn(1, 16, dtype=torch.float64), sm_cache)
+        sizes.add(lin_cache["state"].s.numel() + lin_cache["state"].z.numel())
+    assert sizes == {4 * 4 * 4 + 4 * 4}  # heads x C x M + heads x C, at every position
+    assert sm_cache["length"] == 20 and sm_cache["k"].shape[2] == 64
+
+
 def test_bad_inputs():
     layer = _layer("linear")
     with pytest.raises(ValueError, match="x must be"):
@@ -95,6 +119,8 @@ def test_bad_inputs():
         LinearAttention(16, 4, feature_map="tanh")
     with pytest.raises(ValueError, match="causal=False"):
         _layer("linear", causal=False).step(torch.randn(1, 16, dtype=torch.float64), {"state": None, "length": 0})
+    with pytest.raises(ValueError, match="causal=False"):
+        _layer("softmax", causal=False).step(torch.randn(1, 16, dtype=torch.float64), {})
     sm = _layer("softmax")
     cache = sm.init_cache(1, 1, dtype=torch.float64)
     sm.step(torch.randn(1, 16, dtype=torch.float64), cache)

@@ -108,6 +108,13 @@ class Transformer(nn.Module):
             x = block(x, key_padding_mask)
         return self.head(self.ln(x))
 
+    def redraw_features(self, generator: torch.Generator | None = None) -> None:
+        """Draw new random features in every linear-attention layer (FAVOR+; Performer redraws them periodically
+        during training). A no-op for deterministic maps and for softmax attention."""
+        for block in self.blocks:
+            if isinstance(block.attn, LinearAttention):
+                block.attn.redraw_features(generator)
+
     def init_caches(self, batch: int, max_len: int) -> list[dict]:
         """One decoding cache per block: an RNN state (linear) or a KV cache (softmax)."""
         p = self.head.weight
@@ -135,8 +142,10 @@ class Transformer(nn.Module):
         Returns:
             int64 ``[B, T0 + steps]``.
         """
-        if prompt.dim() != 2 or prompt.shape[1] < 1:
-            raise ValueError(f"prompt must be int64 [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
+        if prompt.dim() != 2 or prompt.shape[1] < 1 or prompt.dtype != torch.long:
+            raise ValueError(f"prompt must be int64 [B, T0] with T0 >= 1, got {prompt.dtype} {tuple(prompt.shape)}")
+        if steps < 0 or not temperature >= 0:
+            raise ValueError(f"steps must be >= 0 and temperature >= 0, got steps={steps}, temperature={temperature}")
         total = prompt.shape[1] + steps
         if total > self.cfg.max_len:
             raise ValueError(f"prompt + steps = {total} exceeds max_len={self.cfg.max_len}")

@@ -23,11 +23,6 @@ from kexue.ops.attention import get_feature_map, linear_attention, linear_attent
 from kexue.ops.attention.feature_maps import FavorFeatureMap
 
 
-def _capturing() -> bool:
-    """True while a capture listens to taps (then the layers also compute their explicit weights)."""
-    return _tap._listener is not None
-
-
 class _MultiHead(nn.Module):
     """Shared projections: x -> q, k, v ``[B, H, N, d]`` and ``[B, H, N, d]`` -> output ``[B, N, dim]``."""
 
@@ -88,7 +83,7 @@ class SoftmaxAttention(_MultiHead):
                 mask = mask.tril()
             if key_padding_mask is not None:
                 mask = mask & ~key_padding_mask[:, None, None, :]  # [B, 1, N, N], True = may attend
-        if _capturing():
+        if _tap.active():
             # Dense twin: the explicit softmax weights, offered to the capture (the map the figure shows).
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if mask is not None:
@@ -111,6 +106,8 @@ class SoftmaxAttention(_MultiHead):
 
     def step(self, x_t: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
         """Decode one token: ``x_t [B, dim]`` -> ``[B, dim]``; writes its key and value into ``cache`` (in place)."""
+        if not self.causal:
+            raise ValueError("step() decodes causal attention one token at a time; this layer has causal=False")
         q, k, v = self._split(x_t.unsqueeze(1))  # [B, H, 1, d]
         t = cache["length"]
         if t >= cache["k"].shape[2]:
@@ -164,7 +161,7 @@ class LinearAttention(_MultiHead):
         self._check(x, key_padding_mask)
         self._sync_feature_map()
         q, k, v = self._split(x)
-        if _capturing():
+        if _tap.active():
             w = linear_attention_weights(q, k, causal=self.causal, feature_map=self.feature_map,
                                          key_padding_mask=key_padding_mask, eps=self.eps)
             _tap.tap(f"{self.tap_name}.weights", w)
@@ -179,7 +176,7 @@ class LinearAttention(_MultiHead):
     def step(self, x_t: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
         """Decode one token: ``x_t [B, dim]`` -> ``[B, dim]``, updating the RNN state in ``cache``."""
         if not self.causal:
-            raise ValueError("step() is the recurrent form of causal attention; this layer has causal=False")
+            raise ValueError("step() decodes causal attention one token at a time; this layer has causal=False")
         self._sync_feature_map()
         q, k, v = self._split(x_t.unsqueeze(1))
         y, cache["state"] = linear_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], cache["state"],

@@ -21,6 +21,11 @@ def tap(name: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def active() -> bool:
+    """True while a capture listens, so a layer can skip work (an explicit attention matrix) nobody would record."""
+    return _listener is not None
+
+
 def set_listener(listener: Callable[[str, torch.Tensor], None] | None) -> Callable | None:
     """Install ``listener`` (or remove it with None); returns the previous one so captures can nest."""
     global _listener

@@ -11,7 +11,7 @@ kexue.fm/archives/7546. With feature-mapped queries and keys (phi_q, phi_k, size
   states ``phi_k^T v`` (and of the key sums, for the normaliser). Its backward is the paper's prefix/suffix trick
   (Appendix A) done chunk-wise: grad phi_q reads the forward prefix states, grad phi_k and grad v a suffix sum of
   ``phi_q^T G`` over later chunks. Nothing of size N x C x M is built: memory is linear in N.
-- :func:`linear_attention_step`: the RNN form, one token at a time with an O(C M) state per head, for decoding;
+- :func:`step_mapped`: the RNN form, one token at a time with an O(C M) state per head, for decoding;
   :func:`causal_linear_attention_recurrent` loops it over a sequence (the third twin, slow in Python).
 
 Einsum letters: b batch*heads, n/i/j positions, c feature, m value feature, k chunk index.
@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-DEFAULT_CHUNK = 128  # tokens per chunk of the parallel form (64-128 are near-optimal on CPU for head size 64)
+from kexue.ops.attention.feature_maps import ONE
+
+DEFAULT_CHUNK = 64  # tokens per chunk of the parallel form; see benchmarks/bench_attention.py
 
 # --------------------------------------------------------------------------------------------------------------
 # 1. Dense masked reference
@@ -60,70 +62,93 @@ def causal_linear_weights(phi_q: torch.Tensor, phi_k: torch.Tensor, eps: float =
 # --------------------------------------------------------------------------------------------------------------
 # 2. Chunked parallel form with a custom backward
 # --------------------------------------------------------------------------------------------------------------
+# Chunk states live in one [b * k, ...] batch (b sequences of k chunks each, sequence-major), so that every product
+# is a single bmm over all chunks of all sequences. A prefix over chunks is then read with a shift of one along that
+# flat batch: slot p - 1 for chunk p. The scans below leave the slot that the shift would carry across a sequence
+# boundary at zero, so the first chunk of sequence b + 1 never sees the last state of sequence b.
 
 
-def _exclusive_prefix(x: torch.Tensor) -> torch.Tensor:
-    """Sum over earlier chunks: ``[b, k, ...]`` -> same shape, entry k = sum_{p<k} x_p."""
-    return torch.cumsum(x, dim=1) - x
+def _shifted_prefix_(x: torch.Tensor) -> torch.Tensor:
+    """In place on ``[b, k, ...]``: slot p <- sum_{p' <= p} x_p' for p < k - 1, slot k - 1 <- 0.
 
-
-def _exclusive_suffix(x: torch.Tensor) -> torch.Tensor:
-    """Sum over later chunks: entry k = sum_{p>k} x_p.
-
-    A reversed cumsum, not "total minus prefix": a query that sees no key has a normaliser of eps, so its gradient is
-    ~1/eps, and the subtraction would smear that magnitude's rounding error over every other chunk in fp32.
+    Read at flat index (b, p) - 1, it gives sum_{p' < p} x_p' (zero for p = 0). A loop of k small in-place adds:
+    ``torch.cumsum`` over a middle dimension is ~20x slower on CPU, and a triangular matmul costs O(k^2).
     """
-    out = torch.zeros_like(x)
-    out[:, :-1] = torch.flip(torch.cumsum(torch.flip(x[:, 1:], [1]), 1), [1])
-    return out
+    k = x.shape[1]
+    for p in range(1, k - 1):
+        x[:, p].add_(x[:, p - 1])
+    x[:, k - 1].zero_()
+    return x
+
+
+def _shifted_suffix_(x: torch.Tensor) -> torch.Tensor:
+    """In place on ``[b, k, ...]``: slot p <- sum_{p' >= p} x_p' for p > 0, slot 0 <- 0 (read at flat index + 1).
+
+    A reversed running sum, not "total minus prefix": a query that sees no key has a normaliser of eps, so its
+    gradient is ~1/eps, and the subtraction would smear that magnitude's rounding error over every other chunk.
+    """
+    k = x.shape[1]
+    for p in range(k - 2, 0, -1):
+        x[:, p].add_(x[:, p + 1])
+    x[:, 0].zero_()
+    return x
 
 
 class _CausalLinearAttention(torch.autograd.Function):
     """o = num / den with num_i = sum_{j<=i} (q_i . k_j) v_j and den_i = sum_{j<=i} q_i . k_j + eps.
 
-    Inputs are chunked views ``[b, k, chunk, C]``, ``[b, k, chunk, C]``, ``[b, k, chunk, M]`` (zero-padded tail).
-    Letting the Function own the normaliser as well saves five N-sized autograd passes (cumsum, product, sum,
-    division and their backwards): den's intra-chunk part is the row sum of the score block already computed, its
-    inter-chunk part a mat-vec with the prefix key sum. In backward, den behaves like an extra value column of ones
-    with incoming gradient ``dden``.
+    Inputs are contiguous ``[b, N, C]``, ``[b, N, C]``, ``[b, N, M]`` with N a multiple of ``chunk``. The Function
+    owns the normaliser too: its intra-chunk part is the row sum of the score block already computed, its
+    inter-chunk part a dot product with the prefix key sum, and in backward it acts as one more value column (of ones)
+    whose incoming gradient is ``-w``, w_i = g_i . o_i. Twelve chunk x 64 x 64 bmm's in all (4 forward, 8 backward),
+    no autograd graph inside, and every temporary is a chunk-sized block, a chunk state or a per-token scalar.
     """
 
     @staticmethod
-    def forward(ctx, qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, eps: float) -> torch.Tensor:
-        b, nc, chunk, c = qc.shape
-        m = vc.shape[-1]
-        q3, k3, v3 = qc.reshape(-1, chunk, c), kc.reshape(-1, chunk, c), vc.reshape(-1, chunk, m)  # [b*k, chunk, .]
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float, chunk: int) -> torch.Tensor:
+        b, n, c = q.shape
+        m, nc = v.shape[-1], n // chunk
+        q3, k3, v3 = q.view(-1, chunk, c), k.view(-1, chunk, c), v.view(-1, chunk, m)  # [b*k, chunk, .]
         scores = torch.bmm(q3, k3.transpose(1, 2)).tril_()  # [b*k, chunk, chunk], j <= i inside the chunk
-        # Chunk states and their exclusive prefix: what chunk k inherits from chunks 0..k-1.
-        s_prev = _exclusive_prefix(torch.bmm(k3.transpose(1, 2), v3).view(b, nc, c, m)).view(-1, c, m)
-        z_prev = _exclusive_prefix(k3.sum(1).view(b, nc, c)).view(-1, c)  # [b*k, C]
-        out = torch.bmm(scores, v3).baddbmm_(q3, s_prev)  # numerator [b*k, chunk, M]
-        den = scores.sum(-1).add_(torch.bmm(q3, z_prev.unsqueeze(-1)).squeeze(-1)).add_(eps)  # [b*k, chunk]
+        out = torch.bmm(scores, v3)  # intra-chunk numerator [b*k, chunk, M]
+        den = scores.sum(-1)  # intra-chunk normaliser [b*k, chunk]
+        s = z = None
+        if nc > 1:
+            # Chunk states phi_k^T v and key sums, prefix-summed over earlier chunks (read at flat index - 1).
+            s = _shifted_prefix_(torch.bmm(k3.transpose(1, 2), v3).view(b, nc, c, m)).view(-1, c, m)
+            z = _shifted_prefix_(k3.sum(1).view(b, nc, c)).view(-1, 1, c)  # [b*k, 1, C]
+            out[1:].baddbmm_(q3[1:], s[:-1])
+            den[1:].add_(torch.linalg.vecdot(q3[1:], z[:-1]))  # a batched mat-vec bmm is ~2x slower
+        den.add_(eps)
         out.div_(den.unsqueeze(-1))
-        ctx.save_for_backward(q3, k3, v3, scores, s_prev, z_prev, den, out)
-        ctx.shape = (b, nc)
-        return out.view(b, nc, chunk, m)
+        ctx.save_for_backward(q, k, v, scores, s, z, den, out)
+        ctx.chunk = chunk
+        return out.view(b, n, m)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        q3, k3, v3, scores, s_prev, z_prev, den, out = ctx.saved_tensors
-        b, nc = ctx.shape
-        c, m = q3.shape[-1], v3.shape[-1]
-        g = grad.reshape(out.shape) / den.unsqueeze(-1)  # gradient of the numerator, [b*k, chunk, M]
-        dden = -(g * out).sum(-1)  # gradient of the normaliser, [b*k, chunk]
-        # d(scores)_ij = g_i . v_j + dden_i (the normaliser is a value column of ones), for j <= i.
-        dscores = torch.bmm(g, v3.transpose(1, 2)).add_(dden.unsqueeze(-1)).tril_()
-        # Prefix part (paper's grad phi(Q)): g_i S_{<k}^T + dden_i z_{<k}.
-        dq = torch.bmm(dscores, k3).baddbmm_(g, s_prev.transpose(1, 2))
-        dq.addcmul_(dden.unsqueeze(-1), z_prev.unsqueeze(1))
-        # Suffix part (paper's grad phi(K), grad V): sums of q^T g (and q dden) over later chunks.
-        r_next = _exclusive_suffix(torch.bmm(q3.transpose(1, 2), g).view(b, nc, c, m)).view(-1, c, m)
-        rz_next = _exclusive_suffix(torch.bmm(dden.unsqueeze(1), q3).view(b, nc, c)).view(-1, 1, c)
-        dk = torch.bmm(dscores.transpose(1, 2), q3).baddbmm_(v3, r_next.transpose(1, 2)).add_(rz_next)
-        dv = torch.bmm(scores.transpose(1, 2), g).baddbmm_(k3, r_next)
-        shape = (b, nc, -1, c)
-        return dq.view(shape), dk.view(shape), dv.view(b, nc, -1, m), None
+        q, k, v, scores, s, z, den, out = ctx.saved_tensors
+        chunk = ctx.chunk
+        b, n, c = q.shape
+        m, nc = v.shape[-1], n // chunk
+        q3, k3, v3 = q.view(-1, chunk, c), k.view(-1, chunk, c), v.view(-1, chunk, m)
+        g = grad.reshape(-1, chunk, m).div(den.unsqueeze(-1))  # d loss / d numerator
+        w = torch.linalg.vecdot(g, out)  # -(d loss / d normaliser), [b*k, chunk]
+        # d(scores)_ij = g_i . v_j - w_i for j <= i (the normaliser is a value column of ones).
+        dscores = torch.bmm(g, v3.transpose(1, 2)).sub_(w.unsqueeze(-1)).tril_()
+        dq = torch.bmm(dscores, k3)
+        dk = torch.bmm(dscores.transpose(1, 2), q3)
+        dv = torch.bmm(scores.transpose(1, 2), g)
+        if nc > 1:
+            # Prefix part (paper's grad phi(Q)): g_i S_{<k}^T - w_i z_{<k}.
+            dq[1:].baddbmm_(g[1:], s[:-1].transpose(1, 2)).addcmul_(w[1:].unsqueeze(-1), z[:-1], value=-1)
+            # Suffix part (paper's grad phi(K), grad V): sums of q^T g and of w q over later chunks.
+            r = _shifted_suffix_(torch.bmm(q3.transpose(1, 2), g).view(b, nc, c, m)).view(-1, c, m)
+            rz = _shifted_suffix_(torch.bmm(w.unsqueeze(1), q3).view(b, nc, c)).view(-1, 1, c)
+            dk[:-1].baddbmm_(v3[:-1], r[1:].transpose(1, 2)).sub_(rz[1:])
+            dv[:-1].baddbmm_(k3[:-1], r[1:])
+        return dq.view(b, n, c), dk.view(b, n, c), dv.view(b, n, m), None, None
 
 
 def causal_linear_attention_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6,
@@ -137,17 +162,13 @@ def causal_linear_attention_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v:
     lead = phi_q.shape[:-2]
     n, m = phi_q.shape[-2], v.shape[-1]
     chunk_size = min(chunk_size, n)  # a short sequence is one chunk, not one padded chunk
-    nc = -(-n // chunk_size)
-    pad = nc * chunk_size - n
+    pad = -n % chunk_size
 
-    def chunks(x: torch.Tensor) -> torch.Tensor:  # [..., N, f] -> [b, k, chunk, f]
+    def flat(x: torch.Tensor) -> torch.Tensor:  # [..., N, f] -> contiguous [b, N + pad, f]
         x = x.reshape(-1, n, x.shape[-1])
-        if pad:
-            x = F.pad(x, (0, 0, 0, pad))
-        return x.reshape(x.shape[0], nc, chunk_size, x.shape[-1]).contiguous()
+        return F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
 
-    out = _CausalLinearAttention.apply(chunks(phi_q), chunks(phi_k), chunks(v), float(eps))
-    out = out.reshape(-1, nc * chunk_size, m)
+    out = _CausalLinearAttention.apply(flat(phi_q), flat(phi_k), flat(v), float(eps), chunk_size)
     return (out[:, :n] if pad else out).reshape(*lead, n, m)
 
 
@@ -173,19 +194,25 @@ class LinearAttentionState(NamedTuple):
 def linear_attention_state(batch: int, heads: int, feature_dims: int, value_dims: int, *,
                            device: torch.device | str | None = None,
                            dtype: torch.dtype = torch.float32) -> LinearAttentionState:
-    """The empty state (S_0 = 0, z_0 = 0) for :func:`linear_attention_step`; ``feature_dims`` is the map's C."""
+    """The empty state (S_0 = 0, z_0 = 0) for :func:`step_mapped`; ``feature_dims`` is the map's C."""
     s = torch.zeros(batch, heads, feature_dims, value_dims, device=device, dtype=dtype)
     return LinearAttentionState(s, torch.zeros(batch, heads, feature_dims, device=device, dtype=dtype), 0)
 
 
 def step_mapped(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, state: LinearAttentionState,
                 eps: float = 1e-6) -> tuple[torch.Tensor, LinearAttentionState]:
-    """One recurrent step on mapped inputs ``[B, H, C]``, ``[B, H, C]``, ``[B, H, M]``; out-of-place (autograd-safe)."""
+    """One recurrent step on mapped inputs ``[B, H, C]``, ``[B, H, C]``, ``[B, H, M]``; out-of-place (autograd-safe).
+
+    Decoding is dispatch-bound (the arithmetic is 4 C M flops per head), so this is the fewest tensor ops that do it:
+    a rank-1 update of S, an add for z, one batched mat-vec for the numerator and a dot product for the normaliser.
+    """
+    b, h, c = phi_q.shape
+    m = v.shape[-1]
     s = torch.addcmul(state.s, phi_k.unsqueeze(-1), v.unsqueeze(-2))  # S_i = S_{i-1} + phi_k v^T
     z = state.z + phi_k
-    num = (phi_q.unsqueeze(-2) @ s).squeeze(-2)  # [B, H, M]
-    den = torch.linalg.vecdot(phi_q, z).unsqueeze(-1)
-    return num / (den + eps), LinearAttentionState(s, z, state.position + 1)
+    num = torch.bmm(phi_q.view(b * h, 1, c), s.view(b * h, c, m)).view(b, h, m)
+    den = (phi_q * z).sum(-1, keepdim=True).add_(ONE, alpha=eps)
+    return num / den, LinearAttentionState(s, z, state.position + 1)
 
 
 def causal_linear_attention_recurrent(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,

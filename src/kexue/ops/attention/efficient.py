@@ -13,7 +13,8 @@ Every exponent k_jc - L_ic is <= 0, so nothing overflows whatever the scale of k
 
 - :func:`efficient_attention_dense`: builds the [N, N, d] weights explicitly (reference).
 - :func:`efficient_attention`: the linear-memory form. Causal: inside chunks a masked [chunk, chunk, d] product;
-  between chunks the per-feature running weighted mean R (stable, since its weights exp(L_prev - L_i) are <= 1).
+  between chunks the per-feature running weighted mean R, carried chunk to chunk (stable, since its weights
+  exp(L_prev - L_i) are <= 1). Plain autograd; not tuned for speed.
 - :func:`efficient_attention_step`: the RNN form (state R [d, M] and L [d] per head).
 
 Padded keys (key_padding_mask True) take no part; a query that sees no key outputs 0.
@@ -95,18 +96,20 @@ def efficient_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
     w = torch.einsum("bhkic,bhkijc->bhkij", ac, torch.exp(expo))
     out = w @ vc  # [b, h, k, chunk, M]
     if nc > 1:
-        # Chunk summaries T_k = sum_{j in chunk k} exp(k_j - L_end(k)) v_j, stable since L_end(k) >= k_j.
+        # Chunk summaries T_p = sum_{j in chunk p} exp(k_j - L_end(p)) v_j, stable since L_end(p) >= k_j.
         l_end = lc[:, :, :, -1]  # [b, h, k, d]
         l_end_safe = _finite(l_end)
         t = torch.einsum("bhkjc,bhkjm->bhkcm", torch.exp(kc - l_end_safe.unsqueeze(-2)), vc)
-        # R_k = running weighted mean at the end of chunk k = sum_{p<=k} exp(L_end(p) - L_end(k)) T_p.
-        decay = l_end.unsqueeze(3) - l_end_safe.unsqueeze(2)  # [b, h, k, p, d]
-        causal_chunks = torch.ones(nc, nc, dtype=torch.bool, device=k.device).tril()
-        decay = torch.exp(decay.masked_fill(~causal_chunks[:, :, None], float("-inf")))
-        r = torch.einsum("bhkpc,bhpcm->bhkcm", decay, t)  # [b, h, k, d, M]
-        # Query i of chunk k reads R_{k-1} with weight a_ic exp(L_end(k-1) - L_ic).
+        # R_p = running weighted mean at the end of chunk p, carried chunk to chunk (an RNN over chunks, so memory
+        # stays linear in N): R_p = exp(L_end(p-1) - L_end(p)) R_{p-1} + T_p, every weight <= 1.
+        decay = torch.exp(l_end[:, :, :-1] - l_end_safe[:, :, 1:]).unsqueeze(-1)  # [b, h, k-1, d, 1]
+        r = [t[:, :, 0]]
+        for p in range(1, nc - 1):
+            r.append(decay[:, :, p - 1] * r[-1] + t[:, :, p])
+        r_prev = torch.stack(r, 2)  # [b, h, k-1, d, M]: R_{p-1} for chunks p = 1..k-1
+        # Query i of chunk p reads R_{p-1} with weight a_ic exp(L_end(p-1) - L_ic).
         scale = torch.exp(l_end[:, :, :-1].unsqueeze(-2) - lc_safe[:, :, 1:])  # [b, h, k-1, chunk, d]
-        out[:, :, 1:] += (ac[:, :, 1:] * scale) @ r[:, :, :-1]
+        out = torch.cat([out[:, :, :1], out[:, :, 1:] + (ac[:, :, 1:] * scale) @ r_prev], 2)
     return out.reshape(b, h, nc * chunk_size, m)[:, :, :n]
 
 

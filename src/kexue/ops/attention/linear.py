@@ -62,6 +62,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding
         raise ValueError(f"v must be [B, H, N, M] with the B, H, N of q {tuple(q.shape[:3])}, got {tuple(v.shape)}")
     if q.shape[-1] == 0 or v.shape[-1] == 0:
         raise ValueError(f"head sizes must be >= 1, got D = {q.shape[-1]} and M = {v.shape[-1]}")
+    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must share dtype and device, got {q.dtype}/{q.device}, {k.dtype}/{k.device} "
+                         f"and {v.dtype}/{v.device}")
     if key_padding_mask is not None:
         if key_padding_mask.dtype != torch.bool:
             raise TypeError(f"key_padding_mask must be a bool tensor (True = padding), got {key_padding_mask.dtype}")
@@ -142,6 +145,8 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causa
         torch.Size([2, 4, 10, 5])
     """
     _check_inputs(q, k, v, key_padding_mask)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
     allowed = CAUSAL_IMPLS if causal else NONCAUSAL_IMPLS
     impl = impl or allowed[0]
     if impl not in allowed:
@@ -212,48 +217,52 @@ def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tenso
     """One step of causal linear attention as an RNN (decoding): O(C M) work and state per head, at any position.
 
     Reproduces ``linear_attention(..., causal=True)`` token by token. The update is out-of-place, so it is
-    autograd-safe; the state is float32 for low-precision inputs.
+    autograd-safe and an old state stays valid (e.g. to branch); the state is float32 for low-precision inputs.
 
     Args:
         q_t, k_t: ``[B, H, D]``, the current token's query and key.
         v_t: ``[B, H, M]``.
         state: from the previous step, or None to start (S_0 = 0, z_0 = 0).
-        feature_map: as in :func:`linear_attention` (must be the same object for random maps).
+        feature_map: as in :func:`linear_attention` (random maps must be the same object at every step).
         eps: added to the normaliser.
 
     Returns:
         ``(out_t [B, H, M], new_state)``.
     """
-    if q_t.dim() != 3 or k_t.shape != q_t.shape or v_t.shape[:2] != q_t.shape[:2] or v_t.dim() != 3:
+    if q_t.dim() != 3 or k_t.shape != q_t.shape or v_t.dim() != 3 or v_t.shape[:2] != q_t.shape[:2]:
         raise ValueError(f"expected q_t, k_t [B, H, D] and v_t [B, H, M], got {tuple(q_t.shape)}, "
                          f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
-    out_dtype = v_t.dtype
-    # Decoding is dispatch-bound (~15 tiny ops per step): keep the Python around them minimal.
+    # Decoding is dispatch-bound (a handful of tiny ops per step): keep the Python around them minimal.
     fmap = feature_map if isinstance(feature_map, FeatureMap) else _cached_map(feature_map, q_t.shape[-1])
-    dtype = _compute_dtype(v_t.dtype)
-    b, h, d = q_t.shape
-    if v_t.dtype != dtype:
-        q_t, k_t, v_t = q_t.to(dtype), k_t.to(dtype), v_t.to(dtype)
+    out_dtype = v_t.dtype
+    if out_dtype in (torch.float16, torch.bfloat16):
+        q_t, k_t, v_t = q_t.float(), k_t.float(), v_t.float()
     if isinstance(fmap, EfficientFeatureMap):
         if state is None:
-            state = efficient_attention_state(b, h, d, v_t.shape[-1], device=v_t.device, dtype=dtype)
+            b, h, d = q_t.shape
+            state = efficient_attention_state(b, h, d, v_t.shape[-1], device=v_t.device, dtype=v_t.dtype)
         out, state = efficient_attention_step(q_t, k_t, v_t, state)
     else:
         phi_q, phi_k = fmap.forward_queries(q_t), fmap.forward_keys(k_t)
         if state is None:
-            state = linear_attention_state(b, h, phi_q.shape[-1], v_t.shape[-1], device=v_t.device, dtype=dtype)
+            b, h, c = phi_q.shape
+            state = linear_attention_state(b, h, c, v_t.shape[-1], device=v_t.device, dtype=v_t.dtype)
+        elif state.s.shape[-2:] != (phi_q.shape[-1], v_t.shape[-1]):
+            raise ValueError(f"state.s has shape {tuple(state.s.shape)}, expected [B, H, {phi_q.shape[-1]}, "
+                             f"{v_t.shape[-1]}] for these inputs and feature map")
         out, state = step_mapped(phi_q, phi_k, v_t, state, eps)
     return (out if out.dtype == out_dtype else out.to(out_dtype)), state
 
 
-_DETERMINISTIC = {}  # name -> map, for the per-token decoding path (random maps must be passed as objects)
+_DETERMINISTIC = {}  # (name, head size) -> map, for the per-token decoding path (random maps must be objects)
 
 
 def _cached_map(name: str, query_dims: int) -> FeatureMap:
-    if name not in _DETERMINISTIC:
+    key = (name, query_dims)
+    if key not in _DETERMINISTIC:
         fmap = get_feature_map(name, query_dims)
         if fmap.random:
             raise ValueError(f"feature_map={name!r} draws random features: pass the same FeatureMap object at every "
                              "step (a name would draw new features each time)")
-        _DETERMINISTIC[name] = fmap
-    return _DETERMINISTIC[name]
+        _DETERMINISTIC[key] = fmap
+    return _DETERMINISTIC[key]
