@@ -189,3 +189,18 @@ def test_truncated_or_foreign_files_are_refused(fake_cache):
     save_tensors(path, {"w": torch.zeros(2)}, {"other": json.dumps({})})
     with pytest.raises(F.FeatureNetCacheError, match="metadata"):
         F.load_feature_net(path)
+
+
+def test_edited_metadata_is_refused(fake_cache):
+    """Weights intact, but the stated recipe no longer matches its own hash: refused, never silently used."""
+    F.get_feature_net("mnist", "tiny", root=fake_cache)
+    path = F.cache_path("mnist", "tiny", 0, fake_cache)
+    tensors, metadata = load_tensors(path)
+    prov = json.loads(metadata["kexue_featurenet"])
+    prov["recipe_config"]["epochs"] = 99
+    save_tensors(path, tensors, {"kexue_featurenet": json.dumps(prov)})
+    with pytest.raises(F.FeatureNetCacheError, match="recipe hash"):
+        F.load_feature_net(path)
+    with pytest.warns(UserWarning, match="recipe hash.*retraining"):
+        rebuilt = F.get_feature_net("mnist", "tiny", root=fake_cache)
+    assert rebuilt.provenance["recipe_config"]["epochs"] == F.RECIPES["tiny"].epochs

@@ -342,8 +342,13 @@ def load_feature_net(path: str | Path, device: str | torch.device = "cpu") -> Fe
         recipe = FeatureNetRecipe(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in provenance["recipe_config"].items()})
         expected = provenance["weights_sha256"]
+        stated_recipe = recipe_hash(provenance["data"], recipe, provenance["seed"])
     except (KeyError, TypeError, ValueError) as err:
         raise FeatureNetCacheError(f"feature net cache {path} has no valid kexue metadata ({err})") from None
+    if provenance.get("recipe_hash") != stated_recipe:
+        raise FeatureNetCacheError(f"feature net cache {path}: its metadata names recipe hash "
+                                   f"{provenance.get('recipe_hash')} but its recipe hashes to {stated_recipe} (an "
+                                   "older file format or edited metadata)")
     actual = content_hash(tensors)
     if actual != expected:
         raise FeatureNetCacheError(f"feature net cache {path} fails its content hash (stored {expected[:12]}…, "
@@ -418,7 +423,12 @@ def get_feature_net(data: str = "mnist", recipe: str = "standard", seed: int = 0
     path = cache_path(data, recipe, seed, root)
     if path.is_file():
         try:
-            return load_feature_net(path, device)
+            net = load_feature_net(path, device)
+            wanted = recipe_hash(data, RECIPES[recipe], seed)
+            if net.provenance["recipe_hash"] != wanted:
+                raise FeatureNetCacheError(f"feature net cache {path} was trained with recipe hash "
+                                           f"{net.provenance['recipe_hash']}, not the requested {wanted}")
+            return net
         except FeatureNetCacheError as err:
             if not train:
                 raise FeatureNetCacheError(f"{err}; rebuild it with `kexue run eval-featurenet --set data={data}`") \

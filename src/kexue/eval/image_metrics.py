@@ -365,6 +365,6 @@ def image_metrics(net: FeatureNet, fake_images: Any, real_images: Any, *, refere
             "kid_subsets": kid_subsets,
             "kid_subset_size": size,
             "pr_k": pr_k,
-            "precision": "float64 statistics and square root",
+            "arithmetic": "float64 means, covariances and matrix square root",
         },
     }

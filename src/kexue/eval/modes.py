@@ -64,6 +64,8 @@ class ModeCount:
         kl: KL(p̂ ‖ uniform) in nats.
         num_samples: samples counted.
         counts: the histogram ``[num_modes]``.
+        provenance: where the labels came from (for StackedMNIST: the feature network and its weights hash, the
+            number of stacks and the protocol's sample count); empty for :func:`count_modes` on given labels.
     """
 
     covered: int
@@ -71,10 +73,15 @@ class ModeCount:
     kl: float
     num_samples: int
     counts: np.ndarray = field(repr=False)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"modes_covered": self.covered, "num_modes": self.num_modes, "kl_to_uniform": self.kl,
-                "num_samples": self.num_samples}
+        """The metrics record (without the histogram), with ``provenance`` when there is one."""
+        out = {"modes_covered": self.covered, "num_modes": self.num_modes, "kl_to_uniform": self.kl,
+               "num_samples": self.num_samples}
+        if self.provenance:
+            out["provenance"] = dict(self.provenance)
+        return out
 
 
 def count_modes(labels: Any, num_modes: int) -> ModeCount:
@@ -125,7 +132,9 @@ def stacked_mnist_modes(images: Any, net: FeatureNet, batch_size: int = 2000) ->
         batch_size: images per classifier pass.
 
     Returns:
-        The :class:`ModeCount` over 10ⁿ modes.
+        The :class:`ModeCount` over 10ⁿ modes, its ``provenance`` naming the feature network, its weights hash,
+        the number of stacks and the protocol's sample count (a run with fewer samples is recorded as such, since
+        the KL's finite-sample bias grows as 10ⁿ / (2N)).
     """
     x = as_images(images, channels=None, name="images")  # [N, S, 28, 28]
     n, s = x.shape[:2]
@@ -133,7 +142,11 @@ def stacked_mnist_modes(images: Any, net: FeatureNet, batch_size: int = 2000) ->
         raise ValueError(f"stacked_mnist_modes needs an MNIST feature network, got one trained on "
                          f"{net.provenance.get('data')!r}")
     digits = net.predict(x.reshape(n * s, 1, *x.shape[2:]), batch_size).reshape(n, s)  # channel-wise labels
-    return count_modes(digits_to_mode(digits), 10**s)
+    result = count_modes(digits_to_mode(digits), 10**s)
+    result.provenance = {"feature_net": net.provenance.get("feature_net"),
+                         "weights_sha256": net.provenance.get("weights_sha256"),
+                         "n_stack": s, "protocol_samples": stacked_num_samples(s)}
+    return result
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -152,6 +165,7 @@ class MixtureModes:
         kl: KL(histogram of high-quality samples over modes ‖ uniform), nats; ``inf`` if there are none.
         num_samples: samples scored.
         counts: high-quality samples per mode ``[num_modes]``.
+        provenance: the protocol's settings ``{"std", "sigmas", "min_count"}``.
     """
 
     covered: int
@@ -160,10 +174,12 @@ class MixtureModes:
     kl: float
     num_samples: int
     counts: np.ndarray = field(repr=False)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The metrics record (without the histogram), with the protocol's settings as ``provenance``."""
         return {"modes_covered": self.covered, "num_modes": self.num_modes, "high_quality": self.high_quality,
-                "kl_to_uniform": self.kl, "num_samples": self.num_samples}
+                "kl_to_uniform": self.kl, "num_samples": self.num_samples, "provenance": dict(self.provenance)}
 
 
 def _mixture_inputs(samples: Any, centres: Any, std: float, sigmas: float,
@@ -197,7 +213,7 @@ def mixture_modes(samples: Any, centres: Any, std: float, *, sigmas: float = 3.0
     good = nearest_d <= sigmas * std
     counts = torch.bincount(nearest[good], minlength=len(c)).numpy()
     return MixtureModes(int((counts >= min_count).sum()), len(c), good.double().mean().item(), kl_to_uniform(counts),
-                        len(x), counts)
+                        len(x), counts, {"std": std, "sigmas": sigmas, "min_count": min_count})
 
 
 def mixture_modes_reference(samples: Any, centres: Any, std: float, *, sigmas: float = 3.0,
@@ -213,4 +229,4 @@ def mixture_modes_reference(samples: Any, centres: Any, std: float, *, sigmas: f
             good += 1
             counts[k] += 1
     return MixtureModes(int((counts >= min_count).sum()), len(c), good / len(x), kl_to_uniform(counts), len(x),
-                        counts)
+                        counts, {"std": std, "sigmas": sigmas, "min_count": min_count})

@@ -6,12 +6,22 @@ one data set if the data cache does not hold it yet (it is also built on first n
 images), checks its test accuracy against the bar, and shows what its feature space looks like.
 """
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from kexue.eval.features import RECIPES, build_feature_net, cache_path, describe, get_feature_net
+from kexue.eval.features import (
+    RECIPES,
+    FeatureNetCacheError,
+    build_feature_net,
+    cache_path,
+    describe,
+    get_feature_net,
+    load_feature_net,
+)
 from kexue.eval.plots import subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
@@ -36,15 +46,26 @@ def run(cfg: Config, run: Run) -> dict:
     from kexue.data.images import load_fashion_mnist, load_mnist
 
     path = cache_path(cfg.data, cfg.recipe, cfg.seed)
-    cached = path.is_file() and not cfg.rebuild
+    epochs: list[int] = []  # filled only if a network is trained in this run
 
     def log(step: int, **m: float) -> None:
+        epochs.append(step)
         run.log(step=step, **m)
 
-    if cfg.rebuild:
-        net = build_feature_net(cfg.data, cfg.recipe, cfg.seed, device=run.device, log=log)
-    else:
-        net = get_feature_net(cfg.data, cfg.recipe, cfg.seed, device=run.device, log=log)
+    previous = None  # with rebuild: the intact cached weights' hash, to show that retraining reproduces them
+    if cfg.rebuild and path.is_file():
+        with contextlib.suppress(FeatureNetCacheError):  # a bad file is simply replaced
+            previous = load_feature_net(path).provenance["weights_sha256"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        if cfg.rebuild:
+            net = build_feature_net(cfg.data, cfg.recipe, cfg.seed, device=run.device, log=log)
+        else:
+            net = get_feature_net(cfg.data, cfg.recipe, cfg.seed, device=run.device, log=log)
+    for w in caught:  # a cache that failed its hash: say so in the report too, not only on stderr
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    problems = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    cached = not epochs
     prov = net.provenance
 
     images, labels = (load_mnist if cfg.data == "mnist" else load_fashion_mnist)("test")
@@ -65,6 +86,14 @@ def run(cfg: Config, run: Run) -> dict:
                     note=f"{prov['threads']} torch thread(s), device {run.device.type}")
 
     run.section("Feature network")
+    for message in problems:
+        run.text(f"**Cache rebuilt**: {message}.")
+    if previous is not None:
+        same = previous == prov["weights_sha256"]
+        run.log(same_weights_as_cached=same)
+        run.text(f"Retrained with the same seed: the weights hash {'equals' if same else 'differs from'} that of the "
+                 f"file it replaced ({previous[:12]}), so training {'is' if same else 'was not'} reproducible here"
+                 f"{'' if same else ' (another machine, thread count or torch version changes float sums)'}.")
     run.text(f"`{describe(net)}`, cached at `{path}` ({'loaded from the cache' if cached else 'trained in this run'})"
              f". Recipe `{cfg.recipe}`: {RECIPES[cfg.recipe]}. Its penultimate layer ({net.num_features} features) "
              "is the space kexue's FID, KID and precision/recall are computed in; its softmax labels samples for "

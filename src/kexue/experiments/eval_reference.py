@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from kexue._progress import progress
-from kexue.data.cache import data_dir
 from kexue.errors import DataMissingError
 from kexue.eval.anomaly import anomaly_scores, held_out_digit_split, shuttle_split
 from kexue.eval.features import describe, get_feature_net
@@ -26,7 +25,7 @@ from kexue.eval.image_metrics import image_metrics
 from kexue.eval.likelihood import bits_per_dim, importance_weighted_nll
 from kexue.eval.modes import count_modes, mixture_modes, stacked_mnist_modes
 from kexue.eval.plots import subplots
-from kexue.eval.reference import save_reference
+from kexue.eval.reference import REAL, reference_status, save_reference
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run, write_json
@@ -89,7 +88,7 @@ def _baselines(train: np.ndarray, labels: np.ndarray, n: int, fit_size: int,
     rows = torch.randint(len(x), (n, x.shape[1]), generator=gen)  # each pixel from its own random training image
     marginals = x.gather(0, rows)
     out = {
-        "train (real)": real,
+        REAL: real,
         "train + noise σ=0.1": real + 0.1 * noise,
         "train + noise σ=0.3": real + 0.3 * noise,
         "one class only": one_class,
@@ -121,7 +120,7 @@ def _image_section(cfg: Config, run: Run, data: str, values: dict) -> dict[str, 
                 provenance=m["provenance"])
         values[f"{data}/images/{name}"] = m
         rows.append([name, m["fid"], m["kid"], m["precision"], m["recall"], m["classifier_score"]])
-    prov = values[f"{data}/images/train (real)"]["provenance"]
+    prov = values[f"{data}/images/{REAL}"]["provenance"]
     run.table(["fake set", "FID", "KID", "precision", "recall", "classifier score"], rows,
               caption=f"{data}: each set of {prov['num_fake']:,} images against {prov['num_real']:,} test images, "
                       f"features of `{describe(net)}`; KID over {prov['kid_subsets']} subsets of "
@@ -142,8 +141,7 @@ def _modes_section(cfg: Config, run: Run, values: dict) -> tuple[dict, dict]:
     for name, images, truth in (("real stacks (MNIST test digits)", stacks, true_modes),
                                 ("stacks of digits 0–4 only", half, None)):
         mc = stacked_mnist_modes(images, net)
-        record = {**mc.as_dict(), "feature_net": net.provenance["feature_net"],
-                  "weights_sha256": net.provenance["weights_sha256"], "seed": cfg.seed}
+        record = {**mc.as_dict(), "seed": cfg.seed}  # provenance: feature net, weights hash, protocol size
         if truth is not None:  # the labeller's own error: modes of the true digit tuples
             record["kl_true_labels"] = count_modes(truth, 1000).kl
         values[f"stacked-mnist/{name}"] = record
@@ -163,7 +161,7 @@ def _modes_section(cfg: Config, run: Run, values: dict) -> tuple[dict, dict]:
         mixtures[kind] = (sets, centres, std)
         for name, pts in sets.items():
             mm = mixture_modes(pts, centres, std)
-            values[f"mixture-{kind}/{name}"] = {**mm.as_dict(), "std": std, "seed": cfg.seed}
+            values[f"mixture-{kind}/{name}"] = {**mm.as_dict(), "seed": cfg.seed}
             run.log(section=f"mixture-{kind}", baseline=name, **mm.as_dict())
             rows.append([f"{kind} Gaussians", name, f"{mm.covered} / {mm.num_modes}", mm.kl,
                          f"{100 * mm.high_quality:.2f}%"])
@@ -296,7 +294,7 @@ def run(cfg: Config, run: Run) -> dict:
     for data in cfg.datasets:
         run.section(f"Image metrics: {data}")
         fakes[data] = _image_section(cfg, run, data, values)
-        floor = values[f"{data}/images/train (real)"]
+        floor = values[f"{data}/images/{REAL}"]
         key = data.replace("-", "_")
         metrics[f"fid_floor_{key}"] = floor["fid"]
         metrics[f"precision_floor_{key}"] = floor["precision"]
@@ -331,9 +329,11 @@ def run(cfg: Config, run: Run) -> dict:
     _figures(cfg, run, fakes, mixtures, curve, values)
     write_json(run.path / "reference.json", values)
     path = save_reference(values, recipe=cfg.recipe, seed=cfg.seed)
-    run.text(f"Reference values written to `{path}` (and `reference.json` in this run) for model reports to show "
-             f"beside their own; compare only values with the same feature-network hash and sample count. Data "
-             f"cache: `{data_dir()}`.")
+    run.text(f"Reference values written to `{path}` (and `reference.json` in this run). Model reports append them "
+             "under their own scores with `kexue.eval.reference.reference_rows`, which keeps only values computed "
+             "with the same feature-network weights and sample count; for example: "
+             + reference_status(f"{cfg.datasets[0]}/images", num_samples=cfg.num_samples, recipe=cfg.recipe,
+                                seed=cfg.seed))
     return metrics
 
 
