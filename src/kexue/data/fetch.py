@@ -392,7 +392,7 @@ DATASETS: dict[str, DatasetInfo] = {
     ]
 }
 # What the quick presets need: about 45 s to fetch on a fast link (the text build takes ~10 s of it).
-QUICK_SETS: tuple[str, ...] = ("mnist", "fashion-mnist", "text", "wordsim")
+QUICK_SETS: tuple[str, ...] = ("mnist", "fashion-mnist", "text", "wordsim", "shuttle")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,343 @@
+"""energy-2d: MEG on 2-D toy data — an energy with pits at the data, samples that cover every mode, latent MALA
+(post 1; kexue.fm/archives/6316, 6331; MEG, arXiv:1901.08508).
+
+Claims checked on 25 Gaussians, 8 Gaussians and the Swiss roll (``spec/energy-gan.md`` §5):
+
+1. the energy GAN with the zero-centred real-data penalty and the entropy term (MEG) covers every mode with mostly
+   high-quality samples and a mode histogram closer to uniform than WGAN-GP trained with the same networks and
+   budget (VEEGAN/PacGAN protocol, :func:`kexue.eval.modes.mixture_modes`; the paper gives no 25-Gaussian numbers);
+2. the learned density e^{-U}/Z, normalised on a grid, puts its mass on the data (no spurious modes);
+3. latent MALA on U(G(z)) (:func:`kexue.ops.mcmc.mala`) moves samples into the pits: modes, quality and KL are
+   reported before and after it; the chains are drawn over the density;
+4. ablation: without the entropy term (MI weight 0) the generator loses modes.
+
+All models train through :func:`kexue.train.energy.meg_step` / the shared GAN step with checkpoints, so a killed
+run resumes model by model.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from kexue.eval.plots import subplots
+from kexue.experiments._energy import (
+    TOY_SETS,
+    TOY_TITLES,
+    ToySet,
+    build_step,
+    density_mass_near,
+    grid_energy,
+    refine,
+    toy_metrics,
+    toy_set,
+    train,
+)
+from kexue.experiments.config import ExperimentConfig, param
+from kexue.experiments.registry import Experiment
+from kexue.experiments.rundir import Run
+from kexue.losses.energy import ESTIMATORS
+from kexue.models.energy import MLPEncoder, MLPStatistics
+from kexue.models.gan import MLPCritic, MLPGenerator
+
+METHODS = ("meg", "meg-nomi", "wgan-gp")
+LABELS = {"meg": "MEG", "meg-nomi": "MEG, MI off", "wgan-gp": "WGAN-GP"}
+
+
+@dataclass
+class Config(ExperimentConfig):
+    datasets: tuple[str, ...] = param(TOY_SETS, "toy data sets", choices=TOY_SETS)
+    methods: tuple[str, ...] = param(METHODS, "models to train: MEG, the MI-off ablation, the WGAN-GP baseline",
+                                     choices=METHODS)
+    compare_on: tuple[str, ...] = param(TOY_SETS, "data sets on which the methods other than MEG train too",
+                                        choices=TOY_SETS)
+    steps: int = param(100_000, "generator iterations per model (the official toy runs)", min=1)
+    n_critic: int = param(5, "energy (critic) updates per generator update", min=1)
+    batch_size: int = param(256, "real and generated points per update", min=2)
+    lr: float = param(1e-4, "Adam learning rate of every network", min=1e-7, max=1.0)
+    beta1: float = param(0.5, "Adam beta1 of every network", min=0.0, max=0.999)
+    beta2: float = param(0.9, "Adam beta2 of every network", min=0.0, max=0.9999)
+    width: int = param(512, "hidden units of G, U and the MI network", min=4)
+    depth: int = param(3, "hidden layers of G, U and the MI network", min=1)
+    z_dim: int = param(2, "latent dimension", min=1)
+    lam: float = param(0.1, "score-penalty weight lambda on real data", min=0.0)
+    mi_weight: float = param(1.0, "weight w of the MI (entropy) term; the official code's BCE amounts to 0.5",
+                             min=0.0)
+    estimator: str = param("jsd", "MI estimator: Deep-InfoMax JSD (MEG) or the InfoGAN bound (post 6331)",
+                           choices=ESTIMATORS)
+    pool: int = param(100_000, "real points drawn once per data set (training batches come from here)", min=100)
+    eval_samples: int = param(2500, "generated samples scored per model", min=100)
+    mala_steps: int = param(100, "latent MALA steps at evaluation", min=0)
+    mala_step: float = param(0.01, "initial MALA step size alpha", min=1e-8)
+    mala_temperature: float = param(0.01, "temperature T of the MALA target e^{-U/T} (T < 1 sharpens)", min=1e-6)
+    mala_prior: bool = param(True, "add the N(0, I) latent prior to the MALA target")
+    target_accept: float = param(0.574, "MALA acceptance rate the step adapts to over the first half (0 = fixed)",
+                                 min=0.0, max=0.99)
+    temperatures: tuple[float, ...] = param((1.0, 0.3, 0.1, 0.03, 0.01, 0.003),
+                                            "MALA temperatures swept for MEG on the first data set", min=1e-6)
+    chains_shown: int = param(12, "MALA chains drawn in the figure", min=0)
+    grid: int = param(200, "grid points per axis for the energy and density", min=10)
+    log_every: int = param(100, "iterations between logged training scalars", min=1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training one model
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _train_model(cfg: Config, run: Run, toy: ToySet, method: str, seed: int):
+    torch.manual_seed(seed)
+    device = run.device
+    G = MLPGenerator(cfg.z_dim, 2, cfg.width, cfg.depth).to(device)
+    U = MLPCritic(2, cfg.width, cfg.depth).to(device)
+    mi_net = None
+    if method == "meg":
+        mi_net = (MLPStatistics(2, cfg.z_dim, cfg.width, cfg.depth) if cfg.estimator == "jsd"
+                  else MLPEncoder(2, cfg.z_dim, cfg.width, cfg.depth)).to(device)
+    pool = toy.data.to(device)
+    step = build_step(method, G, U, mi_net,
+                      sample_real=lambda: pool[torch.randint(len(pool), (cfg.batch_size,), device=device)],
+                      sample_z=lambda n: torch.randn(n, cfg.z_dim, device=device), lam=cfg.lam,
+                      mi_weight=cfg.mi_weight, estimator=cfg.estimator, n_critic=cfg.n_critic, lr=cfg.lr,
+                      betas=(cfg.beta1, cfg.beta2))
+    rt = train(step, run, name=f"{toy.name}-{method}", steps=cfg.steps, config=asdict(cfg), log_every=cfg.log_every)
+    G.eval()
+    # The energy view: WGAN-GP's critic f is high on data, so its energy is -f.
+    energy = U if method != "wgan-gp" else (lambda x: -U(x))
+    return G, U, energy, rt
+
+
+def _evaluate(cfg: Config, toy: ToySet, G, energy, gen_seed: int, *, temperature: float, trace: int = 0):
+    device = next(G.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(gen_seed)
+    z0 = torch.randn(cfg.eval_samples, cfg.z_dim, generator=gen, device=device)
+    with torch.no_grad():
+        before = toy_metrics(toy, G(z0))
+    z, log = refine(G, energy, z0, step=cfg.mala_step, n_steps=cfg.mala_steps, temperature=temperature,
+                    prior=cfg.mala_prior, target_accept=cfg.target_accept or None, generator_rng=gen,
+                    trace=trace > 0)
+    with torch.no_grad():
+        x_after = G(z)
+        after = toy_metrics(toy, x_after)
+        chains = None
+        if trace:
+            tr = log["trace"][:, :trace].to(device)  # [steps + 1, chains, z_dim]
+            chains = G(tr.reshape(-1, cfg.z_dim)).reshape(tr.shape[0], trace, 2).cpu().numpy()
+    half = max(1, cfg.mala_steps // 2)
+    accept = log["accept_rate"][-half:].mean().item() if cfg.mala_steps else float("nan")
+    with torch.no_grad():
+        x_before = G(z0).cpu().numpy()
+    return {"before": before, "after": after, "accept": accept, "final_step": log["final_step"],
+            "x_before": x_before, "x_after": x_after.cpu().numpy(), "chains": chains}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------------
+
+
+def run(cfg: Config, run: Run) -> dict:
+    results: dict[str, dict[str, dict]] = {}
+    grids: dict[str, tuple] = {}
+    sweep_rows = []
+    lim = 2.0
+    for d_index, name in enumerate(cfg.datasets):
+        toy = toy_set(name, cfg.pool, seed=cfg.seed)
+        methods = [m for m in cfg.methods if m == "meg" or name in cfg.compare_on]
+        results[name] = {}
+        for m_index, method in enumerate(methods):
+            seed = cfg.seed * 1000 + 10 * d_index + m_index
+            G, U, energy, rt = _train_model(cfg, run, toy, method, seed)
+            res = _evaluate(cfg, toy, G, energy, seed, temperature=cfg.mala_temperature,
+                            trace=cfg.chains_shown if method == "meg" else 0)
+            res["bad_steps"] = rt.bad_steps
+            if method != "wgan-gp":
+                xs, _, u_grid, density = grid_energy(U, lim, cfg.grid)
+                res["mass_near"] = density_mass_near(toy, xs, density)
+                if method == "meg":
+                    grids[name] = (xs, u_grid, density)
+            if method == "meg" and d_index == 0:
+                for t in cfg.temperatures:
+                    r = _evaluate(cfg, toy, G, energy, seed, temperature=t)
+                    sweep_rows.append({"temperature": t, **r["after"], "accept": r["accept"]})
+            run.log(step=None, dataset=name, method=method, **{f"before_{k}": v for k, v in res["before"].items()},
+                    **{f"after_{k}": v for k, v in res["after"].items()}, mala_accept=res["accept"],
+                    density_mass_near_modes=res.get("mass_near"))
+            results[name][method] = res
+
+    metrics = _report(cfg, run, results, sweep_rows)
+    _figures(cfg, run, results, grids, lim)
+    return metrics
+
+
+def _report(cfg: Config, run: Run, results: dict, sweep_rows: list[dict]) -> dict:
+    metrics: dict[str, float] = {}
+    for name, by_method in results.items():
+        for method, res in by_method.items():
+            for when in ("before", "after"):
+                for k, v in res[when].items():
+                    metrics[f"{name}_{method}_{when}_{k}"] = v
+            if "mass_near" in res:
+                metrics[f"{name}_{method}_density_mass_near"] = res["mass_near"]
+
+    run.section("Claim")
+    run.text("Post 6316 reads a GAN as an energy model: the critic U digs pits under the real samples (a "
+             "zero-centred gradient penalty on real data makes them pit bottoms), the generator jumps into them, and "
+             "an entropy term keeps it from piling into a few pits. MEG estimates that entropy as the mutual "
+             "information I(G(Z); Z) with a Deep-InfoMax statistics network, and refines samples by MALA on "
+             "U(G(z)) in latent space (post 6331). Expected on toy data: every mode covered, mostly high-quality "
+             "samples, a mode histogram closer to uniform than WGAN-GP's, a density e^{-U}/Z concentrated on the "
+             "data, and fewer modes without the entropy term.")
+    run.text(f"Setting: MLPs with {cfg.depth} hidden layers of {cfg.width} units for G, U and T; z_dim {cfg.z_dim}; "
+             f"{cfg.steps:,} generator iterations × {cfg.n_critic} energy steps, batch {cfg.batch_size}, Adam lr "
+             f"{cfg.lr:g}, betas ({cfg.beta1}, {cfg.beta2}) for every network and method; λ = {cfg.lam} on real "
+             f"data; MI weight {cfg.mi_weight} ({cfg.estimator}). WGAN-GP uses the same networks, optimiser and "
+             f"budget with λ_GP = 10. Scores on {cfg.eval_samples:,} samples: a sample is high quality within 3σ of "
+             f"its nearest centre (Swiss roll: of the noise-free roll; its 'modes' are 20 equal pieces of the roll); "
+             f"KL is that of the high-quality samples' mode histogram to uniform. MALA: {cfg.mala_steps} steps on "
+             f"U(G(z))/T{' + ‖z‖²/2' if cfg.mala_prior else ''}, T = {cfg.mala_temperature}, step adapted to "
+             f"acceptance {cfg.target_accept} over the first half.")
+
+    run.section("Results")
+    rows = []
+    for name, by_method in results.items():
+        for method, res in by_method.items():
+            b, a = res["before"], res["after"]
+            k = {"25gaussians": 25, "8gaussians": 8}.get(name, 20)
+            rows.append([TOY_TITLES[name], LABELS[method], f"{b['modes']}/{k}", b["high_quality"], b["kl"],
+                         f"{a['modes']}/{k}", a["high_quality"], a["kl"], res["accept"],
+                         res.get("mass_near", "–")])
+    run.table(["data", "model", "modes", "high quality", "KL", "modes (MALA)", "high quality (MALA)", "KL (MALA)",
+               "MALA acceptance", "density mass near data"], rows,
+              caption="Before and after latent MALA. 'Density mass near data': share of e^{-U}/Z (on a "
+                      f"{cfg.grid}² grid over [-2, 2]²) within 3σ of a centre / of the roll; for WGAN-GP the "
+                      "critic is not an energy model and no density is shown. WGAN-GP's MALA uses U = −f.")
+    if sweep_rows:
+        first = cfg.datasets[0]
+        run.table(["temperature T", "modes", "high quality", "KL", "acceptance"],
+                  [[r["temperature"], r["modes"], r["high_quality"], r["kl"], r["accept"]] for r in sweep_rows],
+                  caption=f"MEG on {TOY_TITLES[first]}: latent MALA at several temperatures (target e^{{-U/T}}"
+                          f"{' N(z)' if cfg.mala_prior else ''}); T < 1 sharpens the target. MEG's code calls 1/T "
+                          "its 'temp' and evaluates at temp 0.01–0.2 (T = 5–100, a flatter target) for 5 steps of "
+                          "0.01, which barely moves the samples.")
+
+    if "25gaussians" in results and "meg" in results["25gaussians"]:
+        r25 = results["25gaussians"]
+        meg = r25["meg"]
+        wgan_kl = r25["wgan-gp"]["before"]["kl"] if "wgan-gp" in r25 else None
+        run.summary("modes_25g", meg["after"]["modes"], bar=25, note="MEG after latent MALA, of 25")
+        run.summary("high_quality_25g", meg["after"]["high_quality"], bar=0.9,
+                    note="MEG after latent MALA: share within 3σ of a centre")
+        run.summary("kl_25g", meg["after"]["kl"], bar=wgan_kl, direction="min",
+                    note="MEG after MALA; bar = WGAN-GP's KL (same networks and budget)")
+        run.summary("high_quality_25g_no_mala", meg["before"]["high_quality"], bar=0.9, note="MEG samples G(z)")
+        run.summary("kl_25g_no_mala", meg["before"]["kl"], bar=wgan_kl, direction="min",
+                    note="MEG samples G(z); bar = WGAN-GP's KL")
+        if "meg-nomi" in r25:
+            run.summary("modes_25g_mi_off", r25["meg-nomi"]["before"]["modes"], bar=None,
+                        note="ablation: MI weight 0 (before MALA)")
+        if "wgan-gp" in r25:
+            run.summary("modes_25g_wgan_gp", r25["wgan-gp"]["before"]["modes"], note="baseline")
+
+    lines = []
+    for name, by_method in results.items():
+        meg = by_method.get("meg")
+        if meg is None:
+            continue
+        parts = [f"{TOY_TITLES[name]}: MEG {meg['before']['modes']} modes / hq {meg['before']['high_quality']:.1%}"
+                 f" / KL {meg['before']['kl']:.3f}, after MALA {meg['after']['modes']} / "
+                 f"{meg['after']['high_quality']:.1%} / {meg['after']['kl']:.3f}"]
+        for other in ("meg-nomi", "wgan-gp"):
+            if other in by_method:
+                o = by_method[other]["before"]
+                parts.append(f"{LABELS[other]} {o['modes']} / {o['high_quality']:.1%} / {o['kl']:.3f}")
+        lines.append("; ".join(parts) + ".")
+    run.text("Measured (modes / high quality / KL): " + " ".join(lines))
+    bad = sum(res["bad_steps"] for by in results.values() for res in by.values())
+    if bad:
+        run.text(f"The NaN guard skipped {bad} non-finite steps in total.")
+    return metrics
+
+
+def _figures(cfg: Config, run: Run, results: dict, grids: dict, lim: float) -> None:
+    names = [n for n in results if "meg" in results[n]]
+    if not names:
+        return
+    ncols = 5
+    fig, axes = subplots(len(names), ncols, width=3.0, height=3.0)
+    extent = (-lim, lim, -lim, lim)
+    for row, name in enumerate(names):
+        meg = results[name]["meg"]
+        xs, u_grid, density = grids[name]
+        ax = axes[row, 0]
+        ax.contourf(xs, xs, u_grid, levels=30, cmap="viridis")
+        ax.scatter(*meg["x_before"][:1000].T, s=1.5, c="w", alpha=0.6)
+        ax.set_title(f"{TOY_TITLES[name]}: MEG samples on U", fontsize=9)
+        ax = axes[row, 1]
+        ax.imshow(density, origin="lower", extent=extent, cmap="magma")
+        ax.set_title(f"e^{{-U}}/Z (U spans {u_grid.max() - u_grid.min():.2g} nats)", fontsize=9)
+        ax = axes[row, 2]
+        # the chains' target at temperature T (prior term left out of the picture: it lives in z-space)
+        log_target = -(u_grid - u_grid.min()) / cfg.mala_temperature
+        ax.imshow(log_target, origin="lower", extent=extent, cmap="Greys", vmin=-20, vmax=0)  # top 20 nats
+        if meg["chains"] is not None:
+            for c in range(meg["chains"].shape[1]):
+                path = meg["chains"][:, c]
+                ax.plot(path[:, 0], path[:, 1], "-", lw=0.8)
+                ax.plot(*path[0], "o", ms=2.5, color="k")
+                ax.plot(*path[-1], "*", ms=5, color="r")
+        ax.set_title(f"latent MALA chains on e^{{-U/T}}, T = {cfg.mala_temperature:g}", fontsize=9)
+        ax = axes[row, 3]
+        ax.scatter(*results[name]["meg"]["x_after"][:2500].T, s=1.5, alpha=0.5, c="tab:red")
+        ax.set_title("MEG after MALA", fontsize=9)
+        ax = axes[row, 4]
+        if "wgan-gp" in results[name]:
+            ax.scatter(*results[name]["wgan-gp"]["x_before"][:2500].T, s=1.5, alpha=0.5, c="tab:blue")
+            ax.set_title("WGAN-GP samples", fontsize=9)
+        elif "meg-nomi" in results[name]:
+            ax.scatter(*results[name]["meg-nomi"]["x_before"][:2500].T, s=1.5, alpha=0.5, c="tab:green")
+            ax.set_title("MEG, MI off", fontsize=9)
+        else:
+            ax.text(0, 0, "no baseline on this set\n(see compare_on)", ha="center", va="center", fontsize=8)
+        for ax in axes[row]:
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    run.figure(fig, "energy_2d", "Per data set: MEG's samples over its energy U; the normalised density e^{-U}/Z "
+               "on the grid (linear scale); latent MALA chains mapped through G (dot = start, star = end) over "
+               "their target e^{-U/T} (log scale, 20 nats); the samples after MALA; the baseline's samples.",
+               headline=True)
+
+    if any(len(by) > 1 for by in results.values()):
+        methods = [m for m in METHODS if any(m in by for by in results.values())]
+        fig, axes = subplots(1, 3, width=3.6, height=3.0)
+        for ax, key, title in zip(axes[0], ("modes", "high_quality", "kl"), ("modes covered", "high quality",
+                                                                               "KL to uniform"), strict=True):
+            width = 0.8 / len(methods)
+            for i, m in enumerate(methods):
+                at = [j for j, n in enumerate(results) if m in results[n]]
+                vals = [results[n][m]["before"][key] for n in results if m in results[n]]
+                ax.bar(np.array(at) + i * width, vals, width, label=LABELS[m])
+            ax.set_xticks(np.arange(len(results)) + 0.4 - width / 2)
+            ax.set_xticklabels([TOY_TITLES[n] for n in results], fontsize=8)
+            ax.set_title(title + " (no MALA)", fontsize=9)
+        axes[0, 0].legend(fontsize=7)
+        run.figure(fig, "energy_2d_methods", "Modes covered, share of high-quality samples and KL of the mode "
+                   "histogram for each model, before MALA.")
+
+
+EXPERIMENT = Experiment(
+    name="energy-2d",
+    post=1,
+    description="MEG on 25/8 Gaussians and the Swiss roll vs WGAN-GP and MI off; energy, density, latent MALA",
+    config=Config,
+    run=run,
+    presets={"quick": {"steps": 2500, "width": 64, "lr": 1e-3, "n_critic": 2, "compare_on": ("25gaussians",),
+                       "log_every": 50},
+             "full": {}},
+    smoke={"steps": 3, "width": 8, "pool": 1000, "eval_samples": 200, "mala_steps": 4, "grid": 24,
+           "temperatures": (0.1,), "chains_shown": 3, "log_every": 1, "datasets": ("25gaussians", "swissroll")},
+    headline=True,
+)
