@@ -3,14 +3,18 @@
 Training: B=1, H=8, D=M=64, fp32, N in {1024, ..., 16384}; forward (no_grad) and forward+backward, interleaved rounds
 (each round times every method once), median of >= 5 rounds after a warm-up, a fixed probe workload per round to
 spot noisy rounds, peak torch-allocator memory from the CPU profiler. Methods: SDPA causal (the yardstick),
-kexue chunked (C = 64 and 128), kexue non-causal linear (a floor), and fast-transformers' CPU ``causal_dot_product``
-when it is importable (it cannot be installed from PyPI on a CPU torch; benchmarks.md §4 gives its ratio to SDPA).
+kexue chunked (C = 64, the default, and 128), a plain chunked implementation in torch ops with autograd's backward
+(what the custom ``autograd.Function`` replaces), kexue non-causal linear (a floor), and fast-transformers' CPU
+``causal_dot_product`` when it is importable (it cannot be installed from PyPI on a CPU torch; benchmarks.md §4 gives
+its ratio to SDPA).
 
-Decoding (one layer's attention op, B=1, H=8, d=64): per-token time of ``linear_attention_step`` and of SDPA over a
-pre-allocated KV cache at context positions 1024 ... 16384 (median of 5 passes of 64 steps).
+Decoding (one layer's attention op, B=1, H=8, d=64): per-token time of ``linear_attention_step``, of a plain torch
+recurrent step (S += phi(k) v^T, y = phi(q) S / phi(q) . z, as one would first write it) and of SDPA over a
+pre-allocated KV cache at context positions 1024 ... 16384 (median of 5 interleaved passes of 64 steps).
 
-Targets (issue 10): at N=8192, causal f+b, SDPA / kexue >= 16 (= 1.5x faster than fast-transformers), f+b peak
-memory <= 288 MiB; decode at 16384 >= 20x faster than the KV cache, and <= 40 us per token.
+Targets: at N=8192, causal f+b, SDPA / kexue >= 16 (= 1.5x faster than fast-transformers, benchmarks.md §4), f+b peak
+memory <= 288 MiB (2x fast-transformers' 144); decode at 16384 >= 20x faster than the KV cache, <= 40 us per token,
+and constant in position.
 
 Run on a quiet machine (the lead's command):
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 OMP_WAIT_POLICY=PASSIVE \
@@ -29,12 +33,14 @@ import torch.nn.functional as F
 
 from _common import probe_ms, write_json
 from kexue.ops.attention import linear_attention, linear_attention_step
+from kexue.ops.attention.causal import causal_linear_attention_dense
 
 
 def peak_mib(fn) -> float:
     """Peak torch-allocator MiB allocated during ``fn()`` on top of what was live before (profiler memory events).
 
-    Copied from kexue.experiments.attention_scaling.peak_bytes (benchmarks do not import experiments).
+    Copied from kexue.experiments.attention_scaling.peak_bytes_many, for one call (benchmarks do not import
+    experiments). Call it on leaves whose gradients were made outside any profiling session.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -64,11 +70,28 @@ def _fast_transformers():
     return ft
 
 
+def plain_chunked(q, k, v, chunk=64, eps=1e-6):
+    """The straightforward chunked form in torch ops, differentiated by autograd (benchmarks.md §3 "chunked C").
+
+    Quadratic inside chunks, prefix sum (cumsum) of the chunk states between chunks; N a multiple of ``chunk``.
+    """
+    b, h, n = q.shape[:3]
+    pq, pk = F.elu(q) + 1, F.elu(k) + 1
+    qc, kc, vc = (t.reshape(b, h, n // chunk, chunk, t.shape[-1]) for t in (pq, pk, v))
+    kv, ks = kc.transpose(-1, -2) @ vc, kc.sum(3)  # chunk states and key sums
+    states, zs = torch.cumsum(kv, dim=2) - kv, torch.cumsum(ks, dim=2) - ks  # sums over earlier chunks
+    scores = (qc @ kc.transpose(-1, -2)).tril()
+    num = scores @ vc + qc @ states
+    den = scores.sum(-1) + (qc * zs.unsqueeze(3)).sum(-1) + eps
+    return (num / den.unsqueeze(-1)).reshape(b, h, n, -1)
+
+
 def training_methods(ft) -> dict:
     methods = {
         "SDPA causal": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         "kexue chunked 64": lambda q, k, v: linear_attention(q, k, v, causal=True, chunk_size=64),
         "kexue chunked 128": lambda q, k, v: linear_attention(q, k, v, causal=True, chunk_size=128),
+        "plain chunked 64": plain_chunked,
         "kexue non-causal": lambda q, k, v: linear_attention(q, k, v),
     }
     if ft is not None:
@@ -103,9 +126,11 @@ def bench_training(lengths, rounds, heads, dim, methods) -> list[dict]:
             for mode in ("fwd", "fwd_bwd"):  # all forwards, then all forward+backwards
                 for name, op in methods.items():
                     gc.collect()
+                    gc.disable()  # no collection inside a timed call
                     start = time.perf_counter()
                     fwd(op) if mode == "fwd" else fwd_bwd(op, name)
                     times[(name, mode)].append(1e3 * (time.perf_counter() - start))
+                    gc.enable()
         for name, op in methods.items():
             for t in leaves[name]:
                 t.grad = None
@@ -127,39 +152,75 @@ def bench_training(lengths, rounds, heads, dim, methods) -> list[dict]:
     return rows
 
 
+def plain_step(q, k, v, state, eps=1e-6):
+    """A recurrent step as one would first write it (benchmarks.md §3: ~65 us, dispatch-bound)."""
+    s, z = state
+    pq, pk = F.elu(q) + 1, F.elu(k) + 1
+    s = s + pk.unsqueeze(-1) * v.unsqueeze(-2)
+    z = z + pk
+    y = torch.einsum("bhc,bhcm->bhm", pq, s) / (torch.einsum("bhc,bhc->bh", pq, z).unsqueeze(-1) + eps)
+    return y, (s, z)
+
+
 def bench_decode(positions, heads, dim, steps=64, passes=5) -> list[dict]:
+    """Per-token microseconds at each context position; the three methods interleaved pass by pass."""
     rows = []
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, heads, dim, generator=g) for _ in range(3))
     cache_k = torch.randn(1, heads, max(positions) + steps, dim, generator=g)
     cache_v = torch.randn_like(cache_k)
+    q4, k4, v4 = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
     for pos in positions:
         # Linear: the state after `pos` tokens (its contents do not change the cost; its size never grows).
         _, state = linear_attention_step(q, k, v, None)
-        with torch.no_grad():
-            for _ in range(16):
+        plain = (state.s.clone(), state.z.clone())
+
+        def linear():
+            nonlocal state
+            for _ in range(steps):
                 _, state = linear_attention_step(q, k, v, state)
-            lin = []
+
+        def naive():
+            nonlocal plain
+            for _ in range(steps):
+                _, plain = plain_step(q, k, v, plain)
+
+        def kv_cache(pos=pos):
+            for t in range(pos, pos + steps):
+                cache_k[:, :, t : t + 1] = k4
+                cache_v[:, :, t : t + 1] = v4
+                F.scaled_dot_product_attention(q4, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])
+
+        methods = {"linear_step_us": linear, "plain_step_us": naive, "kv_cache_step_us": kv_cache}
+        times = {name: [] for name in methods}
+        with torch.no_grad():
+            for fn in methods.values():
+                fn()  # warm-up
             for _ in range(passes):
-                start = time.perf_counter()
-                for _ in range(steps):
-                    _, state = linear_attention_step(q, k, v, state)
-                lin.append(1e6 * (time.perf_counter() - start) / steps)
-            kv = []
-            q4, k4, v4 = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
-            for _ in range(passes):
-                start = time.perf_counter()
-                for t in range(pos, pos + steps):
-                    cache_k[:, :, t : t + 1] = k4
-                    cache_v[:, :, t : t + 1] = v4
-                    F.scaled_dot_product_attention(q4, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])
-                kv.append(1e6 * (time.perf_counter() - start) / steps)
-        row = {"position": pos, "linear_step_us": statistics.median(lin), "kv_cache_step_us": statistics.median(kv)}
+                for name, fn in methods.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(1e6 * (time.perf_counter() - start) / steps)
+        row = {"position": pos, **{name: statistics.median(ts) for name, ts in times.items()},
+               **{name.replace("_us", "_min_us"): min(ts) for name, ts in times.items()}}
         row["kv_over_linear"] = row["kv_cache_step_us"] / row["linear_step_us"]
         rows.append(row)
-        print(f"decode pos={pos:6d} linear {row['linear_step_us']:8.1f} us  KV cache {row['kv_cache_step_us']:8.1f} us"
-              f"  ratio {row['kv_over_linear']:6.1f}x", flush=True)
+        print(f"decode pos={pos:6d} linear {row['linear_step_us']:8.1f} us  plain step {row['plain_step_us']:8.1f} us  "
+              f"KV cache {row['kv_cache_step_us']:8.1f} us  KV / linear {row['kv_over_linear']:6.1f}x", flush=True)
     return rows
+
+
+def check_agreement(n=512, heads=2, dim=64) -> dict:
+    """Max relative error of every causal linear method against the float64 dense masked form (sanity check)."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, heads, n, dim, generator=g) for _ in range(3))
+    pq, pk = (F.elu(t.double()) + 1 for t in (q, k))
+    ref = causal_linear_attention_dense(pq, pk, v.double())
+    methods = {name: fn for name, fn in training_methods(_fast_transformers()).items()
+               if name not in ("SDPA causal", "kexue non-causal")}
+    with torch.no_grad():
+        return {name: ((fn(q, k, v).double() - ref).abs().max() / ref.abs().max()).item() for name, fn in
+                methods.items()}
 
 
 def main(argv=None) -> int:
@@ -167,45 +228,60 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the script works")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds up to N=4096 (half, >= 5, above)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--positions", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--out", default="benchmarks/results/attention.json")
-    parser.add_argument("--figure", default=None, help="PNG of decode time per token vs position (optional)")
+    parser.add_argument("--figure", default="benchmarks/results/attention_decode.png",
+                        help="PNG of decode time per token against position ('' to skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     heads, dim = 8, 64
     if args.quick:
         lengths, positions, rounds = [256, 512], [128, 512], 3
     else:
-        lengths, positions, rounds = [1024, 2048, 4096, 8192, 16384], [1024, 2048, 4096, 8192, 16384], args.rounds
+        lengths, positions, rounds = sorted(args.lengths), sorted(args.positions), args.rounds
     ft = _fast_transformers()
     print(f"torch {torch.__version__}, {args.threads} threads, fast-transformers: {'yes' if ft else 'not installed'}")
+    errors = check_agreement()
+    print("max relative error vs float64 dense masked form: "
+          + ", ".join(f"{name} {err:.1e}" for name, err in errors.items()))
     train = bench_training(lengths, rounds, heads, dim, training_methods(ft))
     decode = bench_decode(positions, heads, dim)
 
-    print("\nSDPA causal time / method time (higher = faster than SDPA):")
+    print("\nSDPA causal time / method time (higher = faster than SDPA), fwd / f+b:")
     print(f"{'method':20s} " + " ".join(f"{n:>13d}" for n in lengths))
     for name in dict.fromkeys(r["method"] for r in train):
         cells = [next(r for r in train if r["N"] == n and r["method"] == name) for n in lengths]
         print(f"{name:20s} " + " ".join(f"{c['sdpa_over_method_fwd']:5.1f}/{c['sdpa_over_method_fwd_bwd']:5.1f}x"
-                                        for c in cells) + "   (fwd / f+b)")
-    if not args.quick:
-        at = {r["method"]: r for r in train if r["N"] == 8192}
-        best = max((at[m] for m in at if m.startswith("kexue chunked")), key=lambda r: r["sdpa_over_method_fwd_bwd"])
-        last = decode[-1]
-        print(f"\ntargets at N=8192 causal f+b: SDPA/kexue = {best['sdpa_over_method_fwd_bwd']:.1f} (>= 16), "
-              f"peak {best['fwd_bwd_mib']:.0f} MiB (<= 288); decode at {last['position']}: "
-              f"{last['kv_over_linear']:.1f}x vs KV cache (>= 20), {last['linear_step_us']:.1f} us/token (<= 40)")
-    meta = {"quick": args.quick, "heads": heads, "dim": dim, "fast_transformers": ft is not None}
-    write_json(args.out, {"meta": meta, "training": train, "decode": decode})
+                                        for c in cells))
+    lin = [r["linear_step_us"] for r in decode]
+    summary = {"decode_linear_max_over_min": max(lin) / min(lin), "decode_kv_over_linear_last": decode[-1][
+        "kv_over_linear"], "decode_linear_us_last": decode[-1]["linear_step_us"]}
+    if 8192 in lengths:
+        at = {r["method"]: r for r in train if r["N"] == 8192}["kexue chunked 64"]  # the default chunk
+        summary.update(sdpa_over_kexue_fwd_bwd_8192=at["sdpa_over_method_fwd_bwd"],
+                       kexue_fwd_bwd_mib_8192=at["fwd_bwd_mib"])
+        print(f"\ntargets at N=8192, causal f+b, default chunk: SDPA / kexue = {at['sdpa_over_method_fwd_bwd']:.1f} "
+              f"(>= 16), peak {at['fwd_bwd_mib']:.0f} MiB (<= 288)")
+    print(f"decode at position {decode[-1]['position']}: {summary['decode_kv_over_linear_last']:.1f}x faster than the "
+          f"KV cache (>= 20), {summary['decode_linear_us_last']:.1f} us/token (<= 40); slowest / fastest position "
+          f"{summary['decode_linear_max_over_min']:.2f} (constant = 1)")
+    meta = {"quick": args.quick, "heads": heads, "dim": dim, "fast_transformers": ft is not None,
+            "agreement_max_rel_error": errors}
+    write_json(args.out, {"meta": meta, "summary": summary, "training": train, "decode": decode})
     if args.figure:
         from kexue.eval.plots import subplots
 
         fig, axes = subplots(1, 1, width=4.6, height=3.4)
         ax = axes[0, 0]
-        ax.loglog([r["position"] for r in decode], [r["linear_step_us"] for r in decode], "o-", label="linear step")
-        ax.loglog([r["position"] for r in decode], [r["kv_cache_step_us"] for r in decode], "s-", label="SDPA + KV")
-        ax.set_xlabel("position")
-        ax.set_ylabel("µs per token")
-        ax.legend()
+        pos = [r["position"] for r in decode]
+        for key, style, label in (("linear_step_us", "o-", "kexue linear_attention_step"),
+                                  ("plain_step_us", "^--", "plain torch recurrent step"),
+                                  ("kv_cache_step_us", "s-", "SDPA + KV cache")):
+            ax.loglog(pos, [r[key] for r in decode], style, label=label)
+        ax.set_xlabel("context position")
+        ax.set_ylabel("µs per token (B=1, H=8, d=64)")
+        ax.legend(fontsize=8)
         fig.savefig(args.figure, dpi=110, bbox_inches="tight")
         print(f"wrote {args.figure}")
     return 0

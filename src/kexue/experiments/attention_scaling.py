@@ -27,40 +27,71 @@ from kexue.ops.attention import linear_attention
 
 @dataclass
 class Config(ExperimentConfig):
-    lengths: tuple[int, ...] = param((512, 1024, 2048, 4096, 8192, 16384), "sequence lengths N for every method",
-                                     min=2)
+    lengths: tuple[int, ...] = param((128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+                                     "sequence lengths N for every method", min=2)
     linear_lengths: tuple[int, ...] = param((32768, 65536), "extra lengths for the linear forms only", min=2)
     heads: int = param(8, "attention heads H", min=1)
     head_dim: int = param(64, "head size d = M", min=1)
     repeats: int = param(5, "timed calls per point (median reported)", min=1)
     dense_max: int = param(4096, "longest N for the O(N^2)-memory dense linear reference", min=2)
     recurrent_max: int = param(2048, "longest N for the Python-loop recurrent form (forward only)", min=2)
-    chunk_size: int = param(128, "chunk of the chunked causal form", min=1)
+    chunk_size: int = param(64, "chunk of the chunked causal form (the library default)", min=1)
+
+
+def peak_bytes_many(fns: dict) -> dict:
+    """Peak torch-allocator bytes allocated during each ``fn()`` on top of what was live before it.
+
+    One CPU-profiler session (starting one costs ~0.5 s) runs every callable once inside a ``record_function``
+    range; within each range the allocator events (+size on allocation, -size on free) are summed in time order and
+    the maximum is kept. Frees of tensors made before the session report size 0, so inputs and earlier results do
+    not count; outputs and gradients made by the call do (benchmarks.md §1). Give it fresh inputs: a tensor made
+    during an earlier profiling session that a call frees would count against that call.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for i, fn in enumerate(fns.values()):
+            with record_function(f"peak_bytes::{i}"):
+                fn()
+    events = list(prof.profiler.kineto_results.events())
+    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    spans = {e.name(): (e.start_ns(), e.start_ns() + e.duration_ns()) for e in events
+             if e.name().startswith("peak_bytes::")}
+    peaks = {}
+    for i, key in enumerate(fns):
+        start, end = spans[f"peak_bytes::{i}"]
+        running = peak = 0
+        for t, nbytes in memory:
+            if start <= t <= end:
+                running += nbytes
+                peak = max(peak, running)
+        peaks[key] = peak
+    return peaks
 
 
 def peak_bytes(fn) -> int:
-    """Peak torch-allocator bytes allocated during ``fn()`` on top of what was live before (CPU profiler events)."""
-    from torch.profiler import ProfilerActivity, profile
+    """Peak torch-allocator bytes allocated during ``fn()`` (see :func:`peak_bytes_many`)."""
+    return peak_bytes_many({"fn": fn})["fn"]
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+
+def _interleaved_ms(fns: dict, repeats: int) -> dict:
+    """Median milliseconds of each callable; every round times all of them once (a noisy spell on a shared machine
+    then slows every method alike), after one untimed warm-up call each. Python's garbage collector is run once per
+    round and kept off while the round is timed (a full collection costs more than a small call)."""
+    for fn in fns.values():
         fn()
-    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for _, nbytes in sorted(events):
-        running += nbytes
-        peak = max(peak, running)
-    return peak
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+    times = {key: [] for key in fns}
     for _ in range(repeats):
         gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+        gc.disable()
+        try:
+            for key, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+        finally:
+            gc.enable()
+    return {key: 1e3 * float(np.median(ts)) for key, ts in times.items()}
 
 
 METHODS = {
@@ -83,6 +114,19 @@ def _applies(method: str, n: int, cfg: Config, extra: bool) -> bool:
     return True
 
 
+def _crossover(ns: list[int], ratios: list[float]) -> float:
+    """N beyond which linear stays faster (time ratio linear / SDPA < 1 at every longer measured N), interpolated
+    in log-log between the last N where it was slower and the next; nan if it never wins, ns[0] if it always does."""
+    slower = [i for i, r in enumerate(ratios) if r >= 1]
+    if not slower:
+        return float(ns[0])
+    i = slower[-1]
+    if i == len(ns) - 1:
+        return float("nan")
+    a, b = math.log(ratios[i]), math.log(ratios[i + 1])  # a >= 0 > b
+    return float(math.exp(math.log(ns[i]) + (math.log(ns[i + 1]) - math.log(ns[i])) * a / (a - b)))
+
+
 def run(cfg: Config, run: Run) -> dict:
     points = [(n, False) for n in sorted(cfg.lengths)] + [(n, True) for n in sorted(cfg.linear_lengths)
                                                           if n > max(cfg.lengths)]
@@ -93,53 +137,56 @@ def run(cfg: Config, run: Run) -> dict:
         shape = (1, cfg.heads, n, cfg.head_dim)
         q, k, v = (torch.randn(shape, generator=gen, device=run.device) for _ in range(3))
         grad = torch.randn(shape, generator=gen, device=run.device)
+        fns = {}
         for method, op in METHODS.items():
             if not _applies(method, n, cfg, extra):
                 continue
-            bar.set_postfix(N=n, method=method)
 
             def fwd(op=op, q=q, k=k, v=v):
                 with torch.no_grad():
                     return op(q, k, v, cfg.chunk_size)
 
-            qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
-
-            def fwd_bwd(op=op, qg=qg, kg=kg, vg=vg, grad=grad):
-                for t in (qg, kg, vg):
-                    t.grad = None
-                op(qg, kg, vg, cfg.chunk_size).backward(grad)
-
-            row = {"fwd_ms": _median_ms(fwd, cfg.repeats), "fwd_mib": peak_bytes(fwd) / 2**20}
+            fns[method, "fwd"] = fwd
             if "recurrent" not in method:  # the Python loop's backward is far too slow to be worth timing
-                row["fwd_bwd_ms"] = _median_ms(fwd_bwd, cfg.repeats)
-                for t in (qg, kg, vg):
-                    t.grad = None
-                row["fwd_bwd_mib"] = peak_bytes(fwd_bwd) / 2**20
-            results[method][n] = row
-            run.log(n, method=method, **row)
+                qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+
+                def fwd_bwd(op=op, qg=qg, kg=kg, vg=vg, grad=grad):
+                    for t in (qg, kg, vg):
+                        t.grad = None
+                    op(qg, kg, vg, cfg.chunk_size).backward(grad)
+
+                fns[method, "fwd_bwd"] = fwd_bwd
+        bar.set_postfix(N=n, methods=len(fns))
+        mems = {key: b / 2**20 for key, b in peak_bytes_many(fns).items()}
+        for (method, mode), ms in _interleaved_ms(fns, cfg.repeats).items():
+            results[method].setdefault(n, {})[f"{mode}_ms"] = ms
+            results[method][n][f"{mode}_mib"] = mems[method, mode]
+        for method in {m for m, _ in fns}:
+            run.log(n, method=method, **results[method][n])
 
     sd, lin = results["SDPA causal"], results["linear causal (chunked)"]
     common = sorted(set(sd) & set(lin))
-    crossover = {}
-    for mode in ("fwd_ms", "fwd_bwd_ms"):
-        wins = [n for n in common if lin[n][mode] < sd[n][mode]]
-        crossover[mode] = min(wins) if wins else float("nan")
+    crossover = {mode: _crossover(common, [lin[n][mode] / sd[n][mode] for n in common])
+                 for mode in ("fwd_ms", "fwd_bwd_ms")}
     metrics = {"crossover_fwd": crossover["fwd_ms"], "crossover_fwd_bwd": crossover["fwd_bwd_ms"]}
     n_top = max(common)
     metrics["speedup_fwd_bwd_at_max_n"] = sd[n_top]["fwd_bwd_ms"] / lin[n_top]["fwd_bwd_ms"]
     run.summary("crossover_n_causal_fwd_bwd", crossover["fwd_bwd_ms"], direction="min",
-                note="smallest measured N where chunked linear beats SDPA causal (forward+backward)")
+                note="N where chunked linear overtakes SDPA causal for good (forward+backward, log-log interpolated)")
     run.summary(f"speedup_vs_sdpa_causal_fwd_bwd_n{n_top}", metrics["speedup_fwd_bwd_at_max_n"],
                 note=f"SDPA causal ÷ linear chunked, forward+backward, N={n_top}")
-    # Growth exponents between the two longest common lengths: ~1 for linear, ~2 for softmax.
-    if len(common) >= 2:
-        a, b = common[-2], common[-1]
-        for name, res in (("linear", lin), ("sdpa", sd)):
-            metrics[f"exponent_{name}"] = math.log(res[b]["fwd_bwd_ms"] / res[a]["fwd_bwd_ms"]) / math.log(b / a)
-        run.summary("time_exponent_linear", metrics["exponent_linear"], bar=1.3, direction="min",
-                    note=f"d log t / d log N between N={a} and {b} (1 = linear)")
-        run.summary("time_exponent_sdpa", metrics["exponent_sdpa"],
-                    note=f"d log t / d log N between N={a} and {b} (2 = quadratic)")
+    # Growth exponents between the two longest lengths each method ran at: ~1 for linear, ~2 for softmax.
+    exponents = (("linear", lin, "fwd_bwd_ms", "1 = linear", 1.3), ("sdpa", sd, "fwd_bwd_ms", "2 = quadratic", None),
+                 ("linear_memory", lin, "fwd_bwd_mib", "1 = linear", 1.1))
+    for name, res, key, expect, bar_value in exponents:
+        lens = sorted(res)
+        if len(lens) < 2:
+            continue
+        a, b = lens[-2], lens[-1]
+        metrics[f"exponent_{name}"] = math.log(res[b][key] / res[a][key]) / math.log(b / a)
+        what = "peak memory" if "mib" in key else "time"
+        run.summary(f"exponent_{name}", metrics[f"exponent_{name}"], bar=bar_value, direction="min",
+                    note=f"d log {what} / d log N, forward+backward, N={a}→{b} ({expect})")
 
     run.section("Claim")
     run.text("Softmax attention costs O(N² d), linear attention O(N d²): beyond a crossover length linear attention "
@@ -147,7 +194,8 @@ def run(cfg: Config, run: Run) -> dict:
              "the linear head must be 4x wider).")
     run.section("Measurements")
     run.text(f"B=1, H={cfg.heads}, d=M={cfg.head_dim}, fp32 on {run.device} ({torch.get_num_threads()} threads), "
-             f"median of {cfg.repeats} calls after a warm-up; memory = peak torch-allocator bytes during the call "
+             f"median of {cfg.repeats} interleaved rounds after a warm-up; memory = peak torch-allocator bytes during "
+             "the call "
              "(inputs excluded, outputs and gradients included). The machine may be shared: ratios within one run "
              "are meaningful, absolute times less so.")
     ns = sorted({n for r in results.values() for n in r})
@@ -156,8 +204,16 @@ def run(cfg: Config, run: Run) -> dict:
         run.table(["method", *[str(n) for n in ns]],
                   [[m, *[r[n][mode] if n in r and mode in r[n] else "–" for n in ns]] for m, r in results.items()],
                   caption=label)
-    run.text(f"Measured crossover (chunked linear faster than SDPA causal): forward from N = {crossover['fwd_ms']}, "
-             f"forward+backward from N = {crossover['fwd_bwd_ms']} (nan = not within the lengths measured).")
+    def where(n: float) -> str:
+        if math.isnan(n):
+            return f"not within N ≤ {common[-1]}"
+        return f"N ≤ {common[0]} (faster at every length measured)" if n == common[0] else f"N ≈ {n:.0f}"
+
+    run.text(f"Measured crossover (chunked linear faster than SDPA causal at this and every longer N, log-log "
+             f"interpolated between measured lengths): forward {where(crossover['fwd_ms'])}, forward+backward "
+             f"{where(crossover['fwd_bwd_ms'])}. Su's FLOP count (8610) "
+             f"puts it near N ≈ d = {cfg.head_dim} per head, N ≈ 16 d = {16 * cfg.head_dim} if linear attention needs "
+             "a 4x wider head.")
     _figures(run, results, crossover)
     return metrics
 
@@ -187,7 +243,7 @@ EXPERIMENT = Experiment(
     description="time and memory vs N: SDPA causal/non-causal vs linear (chunked, dense, recurrent, non-causal)",
     config=Config,
     run=run,
-    presets={"quick": {"lengths": (256, 512, 1024, 2048, 4096), "linear_lengths": (8192, 16384), "repeats": 3,
+    presets={"quick": {"lengths": (64, 128, 256, 512, 1024, 2048, 4096), "linear_lengths": (8192, 16384), "repeats": 3,
                        "dense_max": 2048, "recurrent_max": 1024},
              "full": {}},
     smoke={"lengths": (32, 64), "linear_lengths": (), "heads": 2, "head_dim": 8, "repeats": 1, "dense_max": 64,

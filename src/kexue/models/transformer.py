@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kexue.nn.attention import LinearAttention, SoftmaxAttention
+from kexue.ops.attention.causal import DEFAULT_CHUNK
 
 # --------------------------------------------------------------------------------------------------------------
 # Blocks
@@ -57,7 +58,7 @@ class TransformerConfig:
     attention: str = "linear"  # "linear" or "softmax"
     feature_map: str = "elu"  # for linear attention: "elu", "relu", "cos", "favor", "efficient"
     dropout: float = 0.0  # dropout on residual branches
-    chunk_size: int = 128  # tokens per chunk of the causal linear fast path
+    chunk_size: int = DEFAULT_CHUNK  # tokens per chunk of the causal linear fast path
 
 
 class Transformer(nn.Module):

@@ -20,7 +20,8 @@ from torch import nn
 
 from kexue.nn import tap as _tap
 from kexue.ops.attention import get_feature_map, linear_attention, linear_attention_step, linear_attention_weights
-from kexue.ops.attention.feature_maps import FavorFeatureMap
+from kexue.ops.attention.causal import DEFAULT_CHUNK
+from kexue.ops.attention.feature_maps import FavorFeatureMap, FeatureMap
 
 
 class _MultiHead(nn.Module):
@@ -129,7 +130,8 @@ class LinearAttention(_MultiHead):
 
     Args:
         dim, heads, causal, bias, tap_name: as in :class:`SoftmaxAttention`.
-        feature_map: ``"elu"``, ``"relu"``, ``"cos"``, ``"favor"`` or ``"efficient"``.
+        feature_map: ``"elu"``, ``"relu"``, ``"cos"``, ``"favor"``, ``"efficient"`` or a
+            :class:`~kexue.ops.attention.FeatureMap`.
         eps: normaliser guard.
         chunk_size: tokens per chunk of the causal fast path.
         n_features: random features for ``"favor"`` (default d * ceil(log d)).
@@ -137,7 +139,8 @@ class LinearAttention(_MultiHead):
     """
 
     def __init__(self, dim: int, heads: int, *, causal: bool = True, bias: bool = False, tap_name: str = "attn",
-                 feature_map: str = "elu", eps: float = 1e-6, chunk_size: int = 128, n_features: int | None = None,
+                 feature_map: str | FeatureMap = "elu", eps: float = 1e-6, chunk_size: int = DEFAULT_CHUNK,
+                 n_features: int | None = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(dim, heads, causal=causal, bias=bias, tap_name=tap_name)
         self.feature_map = get_feature_map(feature_map, self.head_dim, generator=generator, n_features=n_features)

@@ -16,6 +16,8 @@ and associativity turns O(N^2) into O(N C M). Conventions (fast-transformers', s
 
 Low precision: float16 / bfloat16 inputs are mapped and accumulated in float32 (state sums over thousands of tokens
 overflow or lose all precision in fp16; fast-transformers issue 32) and the output is cast back to the input dtype.
+The cast back cannot overflow: with non-negative weights each output is a convex combination of value rows (times
+a normaliser ratio <= 1 because of eps), so it is bounded by max |v|. Gradients flow back through the casts.
 """
 
 import torch
