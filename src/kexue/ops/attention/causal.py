@@ -139,13 +139,16 @@ class _CausalLinearAttention(torch.autograd.Function):
         dscores = torch.bmm(g, v3.transpose(1, 2)).sub_(w.unsqueeze(-1)).tril_()
         dq = torch.bmm(dscores, k3)
         dk = torch.bmm(dscores.transpose(1, 2), q3)
-        dv = torch.bmm(scores.transpose(1, 2), g)
+        del dscores  # the order of this block keeps at most five N-sized temporaries alive at once
         if nc > 1:
             # Prefix part (paper's grad phi(Q)): g_i S_{<k}^T - w_i z_{<k}.
             dq[1:].baddbmm_(g[1:], s[:-1].transpose(1, 2)).addcmul_(w[1:].unsqueeze(-1), z[:-1], value=-1)
+        dv = torch.bmm(scores.transpose(1, 2), g)
+        if nc > 1:
             # Suffix part (paper's grad phi(K), grad V): sums of q^T g and of w q over later chunks.
             r = _shifted_suffix_(torch.bmm(q3.transpose(1, 2), g).view(b, nc, c, m)).view(-1, c, m)
             rz = _shifted_suffix_(torch.bmm(w.unsqueeze(1), q3).view(b, nc, c)).view(-1, 1, c)
+            del g
             dk[:-1].baddbmm_(v3[:-1], r[1:].transpose(1, 2)).sub_(rz[1:])
             dv[:-1].baddbmm_(k3[:-1], r[1:])
         return dq.view(b, n, c), dk.view(b, n, c), dv.view(b, n, m), None, None
