@@ -16,6 +16,7 @@ from kexue.losses.gan import (
     wgan_critic_loss,
     wgan_generator_loss,
 )
+from kexue.models.gan import ConvCritic, MLPCritic
 
 
 class Linear(nn.Module):
@@ -61,6 +62,49 @@ def test_epsilon_is_drawn_per_sample():
     assert abs(eps.mean().item() - 0.5) < 0.06
 
 
+class Recording(Linear):
+    """A unit-gradient linear critic that remembers the points it was evaluated at."""
+
+    def forward(self, x):
+        self.seen = x.detach().clone()
+        return super().forward(x)
+
+
+def test_gradient_penalty_evaluates_at_per_sample_interpolates():
+    # Through the public penalty: with real = 1 and fake = 0 the interpolate of sample b is eps_b everywhere. A
+    # per-pixel eps would vary inside a sample; a whole-batch eps would be one value for all samples.
+    w = torch.randn(2, 5, 5)
+    critic = Recording(w / w.norm())
+    real, fake = torch.ones(64, 2, 5, 5), torch.zeros(64, 2, 5, 5)
+    assert gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(1)).item() == \
+        pytest.approx(0.0, abs=1e-12)
+    x_hat = critic.seen.flatten(1)
+    assert torch.equal(x_hat, x_hat[:, :1].expand_as(x_hat))  # not per pixel
+    assert x_hat[:, 0].unique().numel() == 64  # not one eps for the batch
+    # The same generator state gives the same interpolates (the penalty is reproducible).
+    gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(critic.seen.flatten(1), x_hat)
+
+
+@pytest.mark.parametrize("make", [lambda: ConvCritic(channels=3, width=8),
+                                  lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 1))])
+def test_gradient_norms_match_a_per_sample_loop(make):
+    # Slow twin: differentiate each sample's score on its own and take the norm over all of its coordinates.
+    torch.manual_seed(0)
+    critic = make()
+    shape = (5, 3, 28, 28) if isinstance(critic, ConvCritic) else (5, 3, 2, 2)
+    x = torch.randn(*shape)
+    fast = gradient_norms(critic, x, create_graph=False)
+    slow = []
+    for b in range(len(x)):
+        xb = x[b:b + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(critic(xb).sum(), xb)
+        slow.append(g.norm())
+    torch.testing.assert_close(fast, torch.stack(slow), rtol=1e-5, atol=1e-7)
+    # Norms over one axis (per channel) or over the whole batch are different numbers.
+    assert not torch.allclose(fast, torch.stack(slow) / math.sqrt(shape[1]))
+
+
 def test_penalty_reaches_critic_parameters():
     critic = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
     loss = gradient_penalty(critic, torch.randn(4, 2, 3), torch.randn(4, 2, 3))
@@ -104,6 +148,26 @@ def test_spectral_normalisation_matches_the_svd():
         spectral_normalize(nn.ReLU())
 
 
+def test_spectral_normalised_critic_is_1_lipschitz():
+    # Every layer with top singular value 1 and LeakyReLU (slope <= 1) between them: ||grad f|| <= 1 everywhere,
+    # even for weights that make the raw network steep.
+    torch.manual_seed(0)
+    critic = MLPCritic(in_dim=2, width=32, depth=3)
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.mul_(4)
+    x = 3 * torch.randn(2000, 2)
+    assert gradient_norms(critic, x, create_graph=False).max().item() > 5
+    spectral_normalize(critic)
+    with torch.no_grad():
+        for _ in range(50):  # converge the persistent power iterations
+            critic(torch.randn(8, 2))
+    critic.eval()
+    for layer in (m for m in critic.modules() if isinstance(m, nn.Linear)):
+        assert torch.linalg.matrix_norm(layer.weight.detach(), 2).item() == pytest.approx(1.0, rel=1e-3)
+    assert gradient_norms(critic, x, create_graph=False).max().item() <= 1.0 + 1e-3
+
+
 def test_wgan_losses_and_gan_qp():
     real_s, fake_s = torch.tensor([2.0, 1.0]), torch.tensor([0.0, 1.0])
     assert wgan_critic_loss(real_s, fake_s).item() == -1.0
@@ -128,3 +192,9 @@ def test_bad_critic_output():
         gradient_norms(lambda x: x, torch.randn(3, 2))
     with pytest.raises(ValueError, match="same shape"):
         interpolate(torch.randn(2, 3), torch.randn(3, 3))
+    with pytest.raises(ValueError, match="need k >= 0 and p > 0"):
+        gradient_power_penalty(Linear(torch.ones(2)), torch.randn(3, 2), p=0)
+    with pytest.raises(ValueError, match="distance must be"):
+        gan_qp_critic_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2, 3), torch.ones(2, 3), distance="l3")
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        gan_qp_critic_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2, 3), torch.ones(2, 3), lam=0)

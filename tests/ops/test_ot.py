@@ -25,9 +25,9 @@ def _problem(n, m, d=2, seed=0):
     return x, y, a / a.sum(), b / b.sum()
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_strong_duality_and_complementary_slackness(seed):
-    x, y, a, b = _problem(12, 9, seed=seed)
+@pytest.mark.parametrize("seed, n, m", [(0, 12, 9), (1, 12, 9), (2, 5, 17), (3, 30, 30), (4, 1, 6)])
+def test_strong_duality_and_complementary_slackness(seed, n, m):
+    x, y, a, b = _problem(n, m, seed=seed)
     d = lp_duality(a, b, cost_matrix(x, y))
     assert abs(d.gap) <= 1e-8
     assert d.max_violation <= 1e-9 and d.max_slackness <= 1e-8
@@ -116,6 +116,28 @@ def test_gradients_match_finite_differences():
     assert (ga[2] - ga[4]).item() == pytest.approx(fd.item(), abs=1e-6)
 
 
+def test_gradients_in_the_target_points_and_weights_and_for_p2():
+    x, y, a, b = _problem(6, 7, seed=4)
+    y.requires_grad_(True)
+    b.requires_grad_(True)
+    for p in (1, 2):
+        gy, gb = torch.autograd.grad(wasserstein(x, y, a, b, p=p), (y, b))
+        h = 1e-6
+
+        def w(yy, bb, p=p):
+            return wasserstein(x, yy, a, bb, p=p).item()
+
+        for i, j in [(0, 1), (5, 0)]:
+            e = torch.zeros_like(y)
+            e[i, j] = h
+            fd = (w(y.detach() + e, b.detach()) - w(y.detach() - e, b.detach())) / (2 * h)
+            assert gy[i, j].item() == pytest.approx(fd, abs=1e-6)
+        t = torch.zeros_like(b)
+        t[1], t[6] = h, -h
+        fd = (w(y.detach(), b.detach() + t) - w(y.detach(), b.detach() - t)) / (2 * h)
+        assert (gb[1] - gb[6]).item() == pytest.approx(fd, abs=1e-6)
+
+
 def test_weight_gradient_is_the_centred_dual_and_scales_with_the_loss():
     x, y, a, b = _problem(8, 8)
     M = cost_matrix(x, y)
@@ -146,6 +168,13 @@ def test_dtype_and_device_kept_and_value_equals_bare_pot():
     (lambda: wasserstein(torch.randn(2, 1), torch.randn(2, 1), torch.tensor([1.0]), None), "must have shape"),
     (lambda: kantorovich_rubinstein_lp(torch.ones(2) / 2, torch.ones(3) / 3, torch.ones(2, 3)), "square"),
     (lambda: cost_matrix(torch.randn(2, 1), torch.randn(2, 1), p=0), "p must be > 0"),
+    (lambda: lp_duality(torch.tensor([0.5, 0.5]), torch.tensor([0.3, 0.3]), torch.ones(2, 2)), "same total mass"),
+    (lambda: lp_primal(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]), torch.tensor([[0.0, float("nan")],
+                                                                                         [1.0, 0.0]])), "NaN"),
+    (lambda: lp_dual(torch.tensor([1.5, -0.5]), torch.tensor([0.5, 0.5]), torch.ones(2, 2)), "negative weights"),
+    (lambda: transport_plan(torch.ones(3) / 3, torch.ones(2) / 2, torch.ones(2, 3)), "must have shape"),
+    (lambda: wasserstein_1d(torch.randn(3, 1), torch.randn(3)), "must be 1-D"),
+    (lambda: wasserstein_1d(torch.tensor([0.0, float("nan")]), torch.randn(2)), "NaN"),
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):

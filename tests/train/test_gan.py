@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kexue.losses.gan import (
+    clip_weights_,
     gradient_penalty,
     spectral_normalize,
     wgan_critic_loss,
@@ -22,6 +23,16 @@ from kexue.train.checkpoint import load_tensors
 from kexue.train.ema import EMA
 from kexue.train.gan import GANStep
 from kexue.train.runtime import Runtime
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tensors here are at most [256, 32]: a 2-thread OpenMP region costs more than it computes, and on a busy
+    # machine a descheduled thread stalls every region by milliseconds.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Shift(nn.Module):
@@ -142,6 +153,34 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
     assert torch.equal(full_ema["b"], resumed_ema["b"])
+
+
+def test_after_critic_step_runs_after_every_critic_update(tmp_path):
+    # Weight clipping through the hook: every critic update is followed by the clamp, so the generator always
+    # trains against a clipped critic, and the EMA is updated once per generator update.
+    torch.manual_seed(0)
+    G, D = Shift(), MLPCritic(in_dim=1, width=8, depth=1)
+    step = wgan_gp_step(G, D, 1.0, g_lr=1e-2, n_critic=3, batch=16, penalty="none")
+    seen = []
+
+    def clip():
+        clip_weights_(D, 0.01)
+        seen.append(max(p.abs().max().item() for p in D.parameters()))
+
+    base = step.generator_loss
+
+    def generator_loss(fake, z):
+        seen.append(max(p.abs().max().item() for p in D.parameters()))  # the critic the generator sees
+        return base(fake, z)
+
+    step.after_critic_step, step.generator_loss = clip, generator_loss
+    step.ema = EMA(G, 0.5)
+    rt = Runtime(None, directory=tmp_path, model=step.modules(), optimizer=step.optimizers(), ema=step.ema)
+    for _ in range(2):
+        step(rt)
+        rt.end_step()
+    assert len(seen) == 2 * (3 + 1) and max(seen) <= 0.01
+    assert step.ema.num_updates == 2
 
 
 def test_bad_n_critic():
