@@ -154,6 +154,7 @@ def run(cfg: Config, run: Run) -> dict:
             if method != "wgan-gp":
                 xs, _, u_grid, density = grid_energy(U, lim, cfg.grid)
                 res["mass_near"] = density_mass_near(toy, xs, density)
+                res["u_span"] = float(u_grid.max() - u_grid.min())
                 if method == "meg":
                     grids[name] = (xs, u_grid, density)
             if method == "meg" and d_index == 0:
@@ -253,6 +254,19 @@ def _report(cfg: Config, run: Run, results: dict, sweep_rows: list[dict]) -> dic
                 parts.append(f"{LABELS[other]} {o['modes']} / {o['high_quality']:.1%} / {o['kl']:.3f}")
         lines.append("; ".join(parts) + ".")
     run.text("Measured (modes / high quality / KL): " + " ".join(lines))
+    spans = {name: by["meg"]["u_span"] for name, by in results.items() if "meg" in by}
+    run.text("How to read the quality numbers: MEG's generator is trained towards e^{-U}, so its samples are as "
+             "sharp as the learned energy. Over the plotted square U spans "
+             + ", ".join(f"{s:.2g} nats ({TOY_TITLES[n]})" for n, s in spans.items())
+             + ", while the data's log-density varies by hundreds of nats between a mode and the gaps, so e^{-U} is "
+             "much broader than the data wherever the energy is still shallow; latent MALA at T < 1 samples "
+             "e^{-U/T} and sharpens it.")
+    worse = [n for n, by in results.items() if "wgan-gp" in by
+             and by["wgan-gp"]["after"]["high_quality"] < by["wgan-gp"]["before"]["high_quality"]]
+    if worse:
+        run.text("On " + ", ".join(TOY_TITLES[n] for n in worse) + " MALA on WGAN-GP's −f lowered the sample "
+                 "quality: a WGAN critic is trained to be 1-Lipschitz, not to have pits at the data, so a sharpened "
+                 "e^{f/T} pulls samples along its slope rather than into modes.")
     bad = sum(res["bad_steps"] for by in results.values() for res in by.values())
     if bad:
         run.text(f"The NaN guard skipped {bad} non-finite steps in total.")

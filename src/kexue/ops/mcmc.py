@@ -27,7 +27,11 @@ energy), so its ``temp=0.1`` is ``temperature=10`` here.
   Optional step-size adaptation drives the mean acceptance probability to a target during a burn-in.
   :func:`mala_reference` is the per-chain slow twin (normalised Gaussian densities from ``torch.distributions``).
 - :class:`ReplayBuffer` and :func:`replay_langevin`: IGEBM's data-space sampler; negatives start from a buffer of
-  past samples (95%) or from uniform noise (5%), take K Langevin steps, and go back into the buffer.
+  past samples (95%) or from uniform noise (5%), take K Langevin steps, and go back into the buffer. The energy they
+  train with is :func:`kexue.losses.energy.igebm_loss`. Sign question: Su (post 6612) writes the regulariser as
+  :math:`+\lambda(U^2(x_r) - U^2(x_f))`, while the IGEBM paper is recalled as :math:`+\lambda(U^2(x_r) +
+  U^2(x_f))`; with the minus the loss is unbounded below in the fake energies, so the plus is the default and the
+  minus an option (``sign="su"``). The sampler itself is sign-free: it always descends :math:`U`.
 
 Chains are batched: ``energy`` must treat samples independently (put batch-norm layers in eval mode), because the
 gradient of the summed energy is used as every chain's own gradient.
