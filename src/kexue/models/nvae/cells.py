@@ -67,10 +67,11 @@ class Conv2d(nn.Conv2d):
 
 def _bn_swish(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
               eps: float) -> torch.Tensor:
-    """Swish(BN(x)) from given batch statistics: a pure function, so it can be recomputed in the backward pass."""
-    scale = weight * torch.rsqrt(var + eps)
-    y = x * scale.view(1, -1, 1, 1) + (bias - mean * scale).view(1, -1, 1, 1)
-    return F.silu(y)
+    """Swish(BN(x)) from given batch statistics: a pure function, so it can be recomputed in the backward pass.
+    The per-channel affine map is formed in float32 (x may be half precision under autocast)."""
+    scale = weight.float() * torch.rsqrt(var.float() + eps)
+    shift = bias.float() - mean.float() * scale
+    return F.silu(torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1)).to(x.dtype))
 
 
 class BNSwish(nn.Module):
@@ -133,7 +134,8 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.silu(x)
-        shifted = (x, x[:, :, 1:, 1:], x[:, :, :, 1:], x[:, :, 1:, :])
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        shifted = (x, *(v.contiguous(memory_format=fmt) for v in (x[:, :, 1:, 1:], x[:, :, :, 1:], x[:, :, 1:, :])))
         return torch.cat([conv(s) for conv, s in zip(self.convs, shifted, strict=True)], dim=1)
 
 

@@ -212,6 +212,9 @@ class NVAE(nn.Module):
                else logistic_mixture_channels(c.image_channels, c.num_mix))
         self.to_params = nn.Sequential(nn.ELU(), Conv2d(c.dec_channels * mult, out, 3, padding=1))
         self.set_checkpointing(c.checkpointing)
+        # NHWC activations: oneDNN's convolutions (depthwise ones above all) run several times faster than in NCHW
+        # on CPU, and cuDNN prefers it under mixed precision. Set to torch.contiguous_format for NCHW.
+        self.memory_format = torch.channels_last
 
     # --- builders (the official code's init_* methods) ---------------------------------------------------------
 
@@ -313,8 +316,7 @@ class NVAE(nn.Module):
         """
         self._check_input(x)
         p = self.config.padding
-        # channels-last: oneDNN's convolutions (depthwise ones above all) run several times faster in NHWC on CPU
-        s = self.stem(2 * F.pad(x, (p, p, p, p)) - 1).contiguous(memory_format=torch.channels_last)
+        s = self.stem(2 * F.pad(x, (p, p, p, p)) - 1).contiguous(memory_format=self.memory_format)
         s = self.pre_process(s)
         features = []
         for scale, blocks in enumerate(self.enc_tower):
@@ -330,7 +332,7 @@ class NVAE(nn.Module):
                   mode: str = "sample", generator: torch.Generator | None = None) -> NVAEOutput:
         """Shared top-down tower. ``features`` given: posterior path (sample z ~ q, or its mean for
         ``mode="mean"``); None: prior path at ``temperature``."""
-        s = self.h.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        s = self.h.expand(batch, -1, -1, -1).contiguous(memory_format=self.memory_format)
         groups: list[LatentGroup] = []
         l = 0
         for scale, blocks in enumerate(self.dec_tower):
@@ -358,7 +360,7 @@ class NVAE(nn.Module):
                         z, log_det = flow(z)
                         log_q = log_q - log_det
                     groups.append(LatentGroup(z, q, p, log_q, p.log_prob(z), len(self.flows[l]) > 0, scale))
-                s = self.dec_combiners[l](s, z.to(s.dtype))
+                s = self.dec_combiners[l](s, z.to(s.dtype).contiguous(memory_format=self.memory_format))
                 l += 1
             if scale < len(self.up_cells):
                 s = self.up_cells[scale](s)
@@ -422,7 +424,8 @@ class NVAE(nn.Module):
         the ``log_weights`` callable of :func:`kexue.eval.likelihood.importance_weighted_nll`.
         """
         b = x.shape[0]
-        features = [f.repeat_interleave(k, dim=0) for f in self.encoder_features(x)]  # [B·k, ...], image-major
+        features = [f.repeat_interleave(k, dim=0).contiguous(memory_format=self.memory_format)  # [B·k, ...]
+                    for f in self.encoder_features(x)]  # image-major: the k samples of image b are rows b·k ...
         out = self._top_down(features, b * k)
         log_px = self.likelihood(out.params).log_prob(x.repeat_interleave(k, dim=0)).flatten(1).sum(1)
         log_pz = torch.stack([g.log_p for g in out.groups]).sum(0)
