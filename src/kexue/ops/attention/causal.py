@@ -100,8 +100,9 @@ class _CausalLinearAttention(torch.autograd.Function):
     Inputs are contiguous ``[b, N, C]``, ``[b, N, C]``, ``[b, N, M]`` with N a multiple of ``chunk``. The Function
     owns the normaliser too: its intra-chunk part is the row sum of the score block already computed, its
     inter-chunk part a dot product with the prefix key sum, and in backward it acts as one more value column (of ones)
-    whose incoming gradient is ``-w``, w_i = g_i . o_i. Twelve chunk x 64 x 64 bmm's in all (4 forward, 8 backward),
-    no autograd graph inside, and every temporary is a chunk-sized block, a chunk state or a per-token scalar.
+    whose incoming gradient is ``-w``, w_i = g_i . o_i. Twelve batched block products in all (4 forward, 8 backward;
+    blocks of chunk x C, chunk x M, chunk x chunk and C x M), no autograd graph inside, and every temporary is one
+    of those blocks for every chunk, or a per-token scalar.
     """
 
     @staticmethod
