@@ -371,6 +371,8 @@ def test_bad_inputs_raise_clear_errors():
         linear_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], feature_map="favor")
     with pytest.raises(ValueError, match="expected q_t, k_t"):
         linear_attention_step(q[:, :, 0], k[:, :, 0, :4], v[:, :, 0])
+    with pytest.raises(ValueError, match="must share a dtype"):
+        linear_attention_step(q[:, :, 0].half(), k[:, :, 0], v[:, :, 0])
     _, state = linear_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0])
     with pytest.raises(ValueError, match=r"state\.s has shape"):
         linear_attention_step(q[:, :, 1], k[:, :, 1], v[:, :, 1, :6], state)

@@ -234,6 +234,8 @@ def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tenso
     if q_t.dim() != 3 or k_t.shape != q_t.shape or v_t.dim() != 3 or v_t.shape[:2] != q_t.shape[:2]:
         raise ValueError(f"expected q_t, k_t [B, H, D] and v_t [B, H, M], got {tuple(q_t.shape)}, "
                          f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+    if q_t.dtype != v_t.dtype or k_t.dtype != v_t.dtype:
+        raise ValueError(f"q_t, k_t and v_t must share a dtype, got {q_t.dtype}, {k_t.dtype} and {v_t.dtype}")
     # Decoding is dispatch-bound (a handful of tiny ops per step): keep the Python around them minimal.
     fmap = feature_map if isinstance(feature_map, FeatureMap) else _cached_map(feature_map, q_t.shape[-1])
     out_dtype = v_t.dtype
