@@ -161,7 +161,7 @@ EXPERIMENT = Experiment(
     config=Config,
     run=run,
     presets={"quick": {"steps": 600, "width": 16, "z_dim": 64, "lr": 5e-4, "n_critic": 2, "train_size": 25_600,
-                       "num_samples": 10_000, "log_every": 50},
+                       "log_every": 50},
              "full": {}},
     smoke={"steps": 2, "width": 4, "z_dim": 8, "train_size": 256, "num_samples": 300, "batch_size": 16,
            "recipe": "tiny", "log_every": 1},
