@@ -20,7 +20,9 @@ def _broken(cfg, run):
 def fast_registry(monkeypatch):
     """The real registry with each quick preset shrunk to its smoke size, plus an experiment that fails."""
     real = registry.experiments()
-    fast = {n: dataclasses.replace(e, presets={**e.presets, "quick": {**e.presets["quick"], **e.smoke}})
+    # "broken" stands in as post 1's headline, so post 1's real headline steps aside
+    fast = {n: dataclasses.replace(e, presets={**e.presets, "quick": {**e.presets["quick"], **e.smoke}},
+                                   headline=e.headline and e.post != 1)
             for n, e in real.items()}
     fast["broken"] = Experiment("broken", 1, "always fails", ExperimentConfig, _broken, headline=True)
     monkeypatch.setattr(registry, "experiments", lambda: fast)
