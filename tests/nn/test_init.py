@@ -103,6 +103,8 @@ def test_delta_orthogonal_conv_is_an_isometry():
     torch.testing.assert_close(conv(x).pow(2).sum((1, 2, 3)), x.pow(2).sum((1, 2, 3)))
     with pytest.raises(ValueError, match="odd kernel"):
         init_weight_(torch.empty(4, 4, 2, 2), "delta_orthogonal")
+    with pytest.raises(ValueError, match="groups=1"):
+        init_(nn.Conv2d(4, 4, 3, groups=2), "delta_orthogonal")
 
 
 # --- scheme variances and fans (8725) --------------------------------------------------------------------------

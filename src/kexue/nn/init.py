@@ -79,8 +79,7 @@ _VARIANCE: dict[str, Callable[[int, int], float]] = {
 SCHEMES = (*_VARIANCE, "orthogonal", "delta_orthogonal")
 DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 
-# Activations by name: (function, whether it is positively homogeneous so its gain does not depend on the input
-# scale). Gains are computed from the functions, see ``calibrated_gain``.
+# Activations by name. Their gains are computed from the functions (``calibrated_gain``), not read from a table.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": lambda x: x,
     "relu": torch.relu,
@@ -316,6 +315,8 @@ def init_weight_(weight: torch.Tensor, scheme: str, gain: float | str | Callable
             return nn.init.orthogonal_(weight, gain=g, generator=generator)
         if any(k % 2 == 0 for k in weight.shape[2:]):
             raise ValueError(f"delta_orthogonal needs odd kernel sizes (a centre tap), got {tuple(weight.shape[2:])}")
+        if groups != 1:
+            raise ValueError(f"delta_orthogonal needs groups=1 (one orthogonal map across all channels), got {groups}")
         # Only the centre tap is non-zero, so the convolution is the 1x1 map by an orthogonal matrix at every
         # position: an exact isometry with 'same' padding (Xiao et al. 2018).
         weight.zero_()
