@@ -4,11 +4,14 @@ CPU, the ``nvae-mnist`` quick model (dynamically binarised 28×28 MNIST-shaped b
 each (forward, NVAE loss with KL balancing, spectral + BN regularisers, backward, Adamax), interleaved rounds,
 median of >= 5 after a warm-up, a matmul probe per round, peak torch-allocator memory from the CPU profiler:
 
-- ``kexue NVAE`` — the default: NHWC activations, the batched power iteration of the spectral regulariser;
+- ``kexue NVAE`` — the default: NHWC activations, the spectral regulariser's batched power iteration;
 - ``+ checkpointing`` — BN-Swish outputs recomputed in the backward pass;
 - ``NCHW`` — the same step with contiguous (NCHW) activations, what the channels-last default replaces;
-- ``per-layer SR`` — the spectral regulariser by the per-layer loop (``spectral_norm_reference``), its slow twin;
+- ``per-layer SR`` — the spectral regulariser iterating layer by layer (no stacked copy of the weights);
 - ``flat VAE (same params)`` — the ``vae-flat-mnist`` quick model, the peer of the comparison the experiments make.
+
+Then the spectral regulariser alone on the quick and full models (forward + backward): the batched power iteration
+(stacked weights, the default), the per-layer one and the reference loop.
 
 The official NVAE code has no CPU path (``.cuda()`` is hard-coded), so no external peer runs here.
 
@@ -114,7 +117,7 @@ def cpu_section(quick: bool, rounds: int, batch_size: int) -> dict:
     for name, model in models.items():
         step, rt = make_step(model, batch, directory=tmp)
         if name == "per-layer SR":
-            step.spectral = _ReferenceSR(step.spectral)
+            step.spectral.batched = False
         steps[name] = (step, rt)
     params = {name: count_parameters(m) for name, m in models.items()}
 
@@ -141,6 +144,40 @@ def cpu_section(quick: bool, rounds: int, batch_size: int) -> dict:
                      "time_over_kexue": med / base})
     return {"batch": batch_size, "rounds": rounds, "probe_ms_median": statistics.median(probes),
             "probe_ms_max": max(probes), "config": {k: getattr(cfg, k) for k in nvae_mnist.QUICK}, "rows": rows}
+
+
+def spectral_section(quick: bool, rounds: int) -> dict:
+    """The spectral regulariser alone (power iteration + Σσ, forward and backward): the batched form (stacked
+    weights, bmm: the default), the per-layer form and the reference loop."""
+    from kexue.losses.vae import SpectralRegularizer
+
+    over = {**nvae_mnist.EXPERIMENT.smoke, "channels": 4} if quick else {}
+    out = {}
+    for preset in ("quick",) if quick else ("quick", "full"):
+        model = nvae_mnist.build(resolve_config(get("nvae-mnist"), preset, over))
+        regs = {"batched": SpectralRegularizer(model, batched=True),
+                "per-layer": SpectralRegularizer(model, batched=False)}
+        regs["per-layer"].load_state_dict(regs["batched"].state_dict())
+        regs["reference"] = _ReferenceSR(regs["batched"])
+
+        def run(reg, model=model):
+            model.zero_grad(set_to_none=True)
+            reg().backward()
+
+        times: dict[str, list[float]] = {name: [] for name in regs}
+        for reg in regs.values():
+            run(reg)
+        for _ in range(rounds):
+            for name, reg in regs.items():
+                gc.collect()
+                start = time.perf_counter()
+                run(reg)
+                times[name].append(time.perf_counter() - start)
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        out[preset] = {"layers": len(regs["batched"]._layers), "shape_groups": len(regs["batched"]._groups),
+                       **{f"{k}_ms": v for k, v in med.items()},
+                       "batched_over_per_layer": med["batched"] / med["per-layer"]}
+    return out
 
 
 def gpu_section(quick: bool, rounds: int) -> dict | None:
@@ -208,6 +245,12 @@ def main(argv=None) -> int:
         "per_layer_sr_time_ratio": rows["per-layer SR"]["time_over_kexue"],
         "flat_vae_time_ratio": rows["flat VAE (same params)"]["time_over_kexue"],
     }
+    sr = spectral_section(args.quick, rounds)
+    print("\nspectral regulariser alone (power iteration + Σσ, forward + backward), median ms:")
+    for preset, r in sr.items():
+        print(f"  {preset} model ({r['layers']} conv layers, {r['shape_groups']} shapes): batched "
+              f"{r['batched_ms']:.1f}, per layer {r['per-layer_ms']:.1f}, reference loop {r['reference_ms']:.1f}")
+        summary[f"sr_batched_over_per_layer_{preset}"] = r["batched_over_per_layer"]
     gpu = gpu_section(args.quick, rounds)
     if gpu is None:
         print("\nno CUDA device: GPU section skipped")
@@ -225,7 +268,7 @@ def main(argv=None) -> int:
             summary[f"{key}_memory_ratio"] = r["peak_mib"] / fp32["peak_mib"]
     print("\n" + ", ".join(f"{k} {v:.3g}" for k, v in summary.items()))
     write_json(args.out, {"meta": {"quick": args.quick, "threads": args.threads}, "summary": summary, "cpu": cpu,
-                          "gpu": gpu})
+                          "spectral": sr, "gpu": gpu})
     return 0
 
 

@@ -10,9 +10,9 @@ The official code spreads these over ``train.py`` and ``utils.py``; here each is
   mean 1, so high-KL groups are pushed down and low-KL groups encouraged to carry information (the maintainer's
   explanation, NVlabs/NVAE issue 26). After the warm-up the KL is a plain sum.
 - :class:`SpectralRegularizer`: λ Σ_i s_i, s_i the largest singular value of conv i's weight (``C_out ×
-  C_in k²``, after weight normalisation), estimated by power iteration batched over layers of one shape, with the
-  singular-vector estimates kept between steps (4 iterations per step, 40 the first time). They are buffers, so a
-  checkpoint restores them. :func:`spectral_norm_reference` is the per-layer loop it is tested against.
+  C_in k²``, after weight normalisation), estimated by power iteration batched over the layers of one shape,
+  with the singular-vector estimates kept between steps (4 iterations per step, 40 the first time). They are
+  buffers, so a checkpoint restores them. :func:`spectral_norm_reference` is the plain loop it is tested against.
 - :func:`bn_regularizer`: Σ over BatchNorm layers of max_c |γ_c|; :func:`norm_coeff` anneals λ log-linearly.
 - :func:`nelbo_terms`: reconstruction + β · balanced KL per example (everything in float32).
 - :func:`adamax` and :func:`warmup_cosine_schedule`: Adamax (eps 1e-3, weight decay 3e-4) with a linear LR warm-up,
@@ -183,20 +183,26 @@ class SpectralRegularizer(nn.Module):
     """L_SR = Σ_i s_i over the conv layers of ``model`` (every :class:`~kexue.models.nvae.cells.Conv2d` and flow
     :class:`~kexue.models.nvae.flows.MaskedConv2d`), s_i = the top singular value of the normalised weight.
 
-    Layers whose weight matrices have the same shape are stacked and share one batched power iteration; the
-    estimates u, v persist between calls as buffers (so checkpoints carry them). The first call runs
-    ``first_iterations`` steps from random unit vectors, later calls ``iterations``. The returned sum is
-    differentiable in the weights (u, v held fixed), so ``λ · regularizer()`` can be added to the loss.
+    The estimates u, v of the singular vectors are kept per weight shape, ``[N, rows]`` and ``[N, cols]`` for the N
+    layers of that shape, and persist between calls as buffers (so checkpoints carry them). The first call runs
+    ``first_iterations`` power-iteration steps from random unit vectors, later calls ``iterations``. The returned
+    sum is differentiable in the weights (u, v held fixed), so ``λ · regularizer()`` can be added to the loss.
+
+    Two ways to run the iteration, identical in value: ``batched`` (the default, as in the official code) stacks
+    the weights of a shape and runs batched row-vector products, few kernel launches; otherwise each layer runs its
+    own matrix-vector products, which avoids copying every weight into the stack once per call (on a CPU that copy
+    can cost about what the saved launches do; ``benchmarks/bench_nvae.py`` times both).
 
     Args:
         model: the network whose conv layers to regularise (read at construction; the regulariser holds references
             to its layers, not a copy).
         iterations, first_iterations: power-iteration steps per call (NVAE: 4 and 40).
         generator: for the initial vectors.
+        batched: stack the weights of a shape (True) or iterate per layer (False).
     """
 
     def __init__(self, model: nn.Module, iterations: int = 4, first_iterations: int = 40,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, batched: bool = True) -> None:
         super().__init__()
         if iterations < 1 or first_iterations < 1:
             raise ValueError(f"iterations and first_iterations must be >= 1, got {iterations}, {first_iterations}")
@@ -209,6 +215,7 @@ class SpectralRegularizer(nn.Module):
             shapes.setdefault(tuple(_weight_matrix(layer).shape), []).append(i)
         self._groups = list(shapes.items())  # ((rows, cols), layer indices)
         device = self._layers[0].weight.device
+        self.batched = batched
         for g, ((rows, cols), idx) in enumerate(self._groups):
             u = torch.randn(len(idx), rows, generator=generator).to(device)
             v = torch.randn(len(idx), cols, generator=generator).to(device)
@@ -216,21 +223,42 @@ class SpectralRegularizer(nn.Module):
             self.register_buffer(f"v{g}", F.normalize(v, dim=1, eps=1e-3))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
+    @staticmethod
+    def _iterate_batched(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n: int):
+        """``n`` steps on stacked weights ``[N, R, C]``; row-vector products only (bmm's fast case)."""
+        wt = w.transpose(1, 2)
+        for _ in range(n):
+            v = F.normalize(torch.bmm(u.unsqueeze(1), w).squeeze(1), dim=1, eps=1e-3)  # [N, C]
+            u = F.normalize(torch.bmm(v.unsqueeze(1), wt).squeeze(1), dim=1, eps=1e-3)  # [N, R]
+        return u, v
+
     def forward(self) -> torch.Tensor:
         """Run the power iterations and return Σ_i s_i (a scalar with gradients to the weights)."""
         n_iter = self.first_iterations if int(self.calls) == 0 else self.iterations
         total = 0.0
         for g, (_, idx) in enumerate(self._groups):
-            w = torch.stack([_weight_matrix(self._layers[i]) for i in idx]).float()  # [N, R, C]
-            u, v = getattr(self, f"u{g}"), getattr(self, f"v{g}")
+            mats = [_weight_matrix(self._layers[i]).float() for i in idx]  # each [R, C]
+            u_buf, v_buf = getattr(self, f"u{g}"), getattr(self, f"v{g}")
+            if self.batched:
+                w = torch.stack(mats)  # [N, R, C]
+                with torch.no_grad():
+                    u, v = self._iterate_batched(w.detach(), u_buf, v_buf, n_iter)
+                sigma = (torch.bmm(u.unsqueeze(1), w).squeeze(1) * v).sum(1)  # uᵀ W v, [N]
+            else:
+                with torch.no_grad():
+                    us, vs = [], []
+                    for r, m in enumerate(mats):
+                        ur, vr, md = u_buf[r], v_buf[r], m.detach()
+                        for _ in range(n_iter):
+                            vr = F.normalize(ur @ md, dim=0, eps=1e-3)
+                            ur = F.normalize(md @ vr, dim=0, eps=1e-3)
+                        us.append(ur)
+                        vs.append(vr)
+                    u, v = torch.stack(us), torch.stack(vs)
+                sigma = torch.stack([(u[r] @ m) @ v[r] for r, m in enumerate(mats)])
             with torch.no_grad():
-                wd = w.detach()
-                for _ in range(n_iter):
-                    v = F.normalize(torch.bmm(u.unsqueeze(1), wd).squeeze(1), dim=1, eps=1e-3)  # [N, C]
-                    u = F.normalize(torch.bmm(wd, v.unsqueeze(2)).squeeze(2), dim=1, eps=1e-3)  # [N, R]
-                getattr(self, f"u{g}").copy_(u)
-                getattr(self, f"v{g}").copy_(v)
-            sigma = torch.bmm(u.unsqueeze(1), torch.bmm(w, v.unsqueeze(2))).flatten()  # [N]
+                u_buf.copy_(u)
+                v_buf.copy_(v)
             total = total + sigma.sum()
         self.calls += 1
         return total
@@ -240,10 +268,9 @@ class SpectralRegularizer(nn.Module):
         """The current estimates s_i of every layer (no iteration), ``[num_layers]`` in the model's module order."""
         out = torch.empty(len(self._layers))
         for g, (_, idx) in enumerate(self._groups):
-            w = torch.stack([_weight_matrix(self._layers[i]) for i in idx]).float()
             u, v = getattr(self, f"u{g}"), getattr(self, f"v{g}")
-            sigma = torch.bmm(u.unsqueeze(1), torch.bmm(w, v.unsqueeze(2))).flatten()
-            out[torch.tensor(idx)] = sigma.cpu()
+            for r, i in enumerate(idx):
+                out[i] = (u[r] @ _weight_matrix(self._layers[i]).float() @ v[r]).item()
         return out
 
 
