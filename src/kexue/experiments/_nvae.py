@@ -82,32 +82,34 @@ def train(model: NVAE, cfg: Any, run: Any, images: torch.Tensor, *, binarize: bo
     rt = Runtime(run, config=asdict(cfg), model=step.modules(), optimizer=opt, scheduler=sched, every=every,
                  keep_last=2, dist=dist)
     rt.resume()
-    history = rt.extra.setdefault("history", [])  # one row per log_every steps
     seconds = rt.extra.setdefault("train_seconds", 0.0)
     cpu_seconds = rt.extra.setdefault("train_cpu_seconds", 0.0)  # process CPU time: comparable on a busy host
     log_every = max(1, min(cfg.log_every, total))
-    sums: dict[str, float] = {}
-    count = 0
     bar = progress(total=total, desc=desc, unit="step")
     bar.update(rt.step)
     start, cpu_start = time.perf_counter(), time.process_time()
     while rt.step < total:
         logs = step(rt)
+        # looked up every step: a NaN-guard rollback replaces rt.extra with the checkpoint's. The running sums since
+        # the last logged row live there too, so a resumed run logs the same averages as an uninterrupted one.
+        history = rt.extra.setdefault("history", [])  # one row per log_every steps
+        partial = rt.extra.setdefault("partial", {"sums": {}, "count": 0})
+        sums = partial["sums"]
         for key in ("loss", "nelbo", "recon", "kl"):
             if math.isfinite(logs[key]):
                 sums[key] = sums.get(key, 0.0) + logs[key]
-        count += 1
+        partial["count"] += 1
         done = rt.step + 1
         if done % log_every == 0 or done == total:
             row = {"step": done, "epoch": done / steps_per_epoch, "beta": logs["beta"], "lr": logs["lr"],
-                   **{k: v / max(count, 1) for k, v in sums.items()}}
+                   **{k: v / partial["count"] for k, v in sums.items()}}
             history.append(row)
             rt.extra["train_seconds"] = seconds + time.perf_counter() - start
             rt.extra["train_cpu_seconds"] = cpu_seconds + time.process_time() - cpu_start
             bar.set_postfix(nelbo=f"{row.get('nelbo', float('nan')):.1f}", beta=f"{logs['beta']:.2f}")
+            partial["sums"], partial["count"] = {}, 0  # before end_step, which may checkpoint
             rt.end_step(**{f"train_{k}": v for k, v in row.items() if k != "step"}, spectral=logs["spectral"],
                         bn=logs["bn"], skipped=logs["skipped"])
-            sums, count = {}, 0
         else:
             rt.end_step()
         bar.update(1)
@@ -115,7 +117,7 @@ def train(model: NVAE, cfg: Any, run: Any, images: torch.Tensor, *, binarize: bo
     rt.extra["train_seconds"] = seconds + time.perf_counter() - start
     rt.extra["train_cpu_seconds"] = cpu_seconds + time.process_time() - cpu_start
     model.eval()
-    return {"runtime": rt, "step": step, "history": history, "total_steps": total,
+    return {"runtime": rt, "step": step, "history": rt.extra.get("history", []), "total_steps": total,
             "seconds_per_step": rt.extra["train_seconds"] / total,
             "cpu_seconds_per_step": rt.extra["train_cpu_seconds"] / total}
 
