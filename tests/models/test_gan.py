@@ -39,5 +39,7 @@ def test_initialisation_keeps_the_signal_scale():
 def test_bad_input():
     with pytest.raises(ValueError, match="channels must be a positive int"):
         ConvGenerator(channels=0)
+    with pytest.raises(ValueError, match="width must be >= 2"):
+        ConvGenerator(width=1)
     with pytest.raises(ValueError, match=r"expected images \[B, 1, 28, 28\]"):
         ConvCritic()(torch.randn(2, 1, 32, 32))

@@ -74,6 +74,8 @@ class ConvGenerator(nn.Module):
     def __init__(self, z_dim: int = 64, channels: int = 1, width: int = 64) -> None:
         super().__init__()
         _check_positive(z_dim=z_dim, channels=channels, width=width)
+        if width < 2:
+            raise ValueError(f"width must be >= 2 (the last stage has width // 2 channels), got {width}")
         self.z_dim, self.channels = z_dim, channels
         self.fc = nn.Sequential(nn.Linear(z_dim, 2 * width * 49), nn.BatchNorm1d(2 * width * 49), nn.ReLU())
         self.body = nn.Sequential(

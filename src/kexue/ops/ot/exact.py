@@ -43,11 +43,10 @@ def cost_matrix(x: torch.Tensor, y: torch.Tensor, p: float = 1.0) -> torch.Tenso
     return dist if p == 1 else dist.pow(p)
 
 
-def _solve(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, num_iter_max: int):
-    a64, b64 = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
-    M64 = np.ascontiguousarray(M.detach().cpu().double().numpy())
+def _solve(a64: np.ndarray, b64: np.ndarray, M64: np.ndarray, num_iter_max: int):
     b64 = b64 * (a64.sum() / b64.sum())  # remove float round-off between the masses (checked equal beforehand)
-    plan, log = ot.emd(a64, b64, M64, numItermax=num_iter_max, log=True)
+    # Potentials are centred here (mean f = 0), so POT's own centring pass is skipped.
+    plan, log = ot.emd(a64, b64, M64, numItermax=num_iter_max, log=True, center_dual=False)
     if log["result_code"] != 1:
         raise RuntimeError(f"exact OT did not converge ({log['warning']}); raise num_iter_max (now {num_iter_max})")
     return plan, log
@@ -58,7 +57,7 @@ class _TransportCost(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, M, num_iter_max):
-        plan, log = _solve(a, b, M, num_iter_max)
+        plan, log = _solve(*check_marginals(a, b, M), num_iter_max)
         to = dict(dtype=M.dtype, device=M.device)
         ctx.save_for_backward(torch.as_tensor(log["u"], **to), torch.as_tensor(log["v"], **to),
                               torch.as_tensor(plan, **to))
@@ -83,8 +82,7 @@ def transport_plan(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_ite
     Returns:
         ``[n, m]`` plan in the dtype and on the device of ``M`` (and the log dict if asked).
     """
-    check_marginals(a, b, M)
-    plan, info = _solve(a, b, M, num_iter_max)
+    plan, info = _solve(*check_marginals(a, b, M), num_iter_max)
     to = dict(dtype=M.dtype, device=M.device)
     plan = torch.as_tensor(plan, **to)
     if not log:
@@ -97,8 +95,7 @@ def transport_plan(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_ite
 def transport_cost(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, *, num_iter_max: int = 100_000_000
                    ) -> torch.Tensor:
     """min <P, M> over couplings of ``a`` and ``b``: a scalar tensor, differentiable w.r.t. a, b and M."""
-    check_marginals(a, b, M)
-    return _TransportCost.apply(a, b, M, num_iter_max)
+    return _TransportCost.apply(a, b, M, num_iter_max)  # checks inside, on the arrays the solver gets
 
 
 def wasserstein(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
@@ -139,7 +136,10 @@ def wasserstein_1d(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = No
         raise ValueError(f"x and y must be 1-D, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     a = uniform_like(x.shape[0], x) if a is None else a
     b = uniform_like(y.shape[0], x) if b is None else b
-    check_marginals(a, b, torch.zeros(x.shape[0], y.shape[0], dtype=x.dtype, device=x.device))
+    check_marginals(a, b, None)
+    if a.shape[0] != x.shape[0] or b.shape[0] != y.shape[0]:
+        raise ValueError(f"a and b must have one weight per point: got {a.shape[0]} and {b.shape[0]} weights for "
+                         f"{x.shape[0]} and {y.shape[0]} points")
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         raise ValueError("x or y contains NaN or Inf")
     # Signed mass on the merged support; the CDF difference is constant between consecutive support points.
