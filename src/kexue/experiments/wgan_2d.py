@@ -189,6 +189,7 @@ def _train_one(cfg: Config, dataset: str, variant: str, device: str, directory: 
         rt.end_step()
         if on_step is not None:
             on_step(row)
+    rt.save()  # the finished state (a no-op if this step is saved already), so a resume skips the training
 
     result = {"dataset": dataset, "variant": variant, "bad_steps": rt.bad_steps, "history": history,
               "estimate_final": history[-1]["estimate"], "w1_batch_final": history[-1]["w1"]}

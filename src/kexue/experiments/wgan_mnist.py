@@ -149,6 +149,7 @@ def _train_one(cfg: Config, run: Run, variant: str, data: torch.Tensor, net, rea
             rt.extra["train_seconds"] = seconds
         rt.end_step()
         bar.update(1)
+    rt.save()  # the finished state (a no-op if this step is saved already): a resume then skips this variant
     if not done_before:  # a variant finished before a resume has its records in metrics.jsonl already
         for row in history:
             for g in ("raw", "ema"):
