@@ -30,6 +30,12 @@ def test_round_trip_and_absence(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
     with pytest.raises(ValueError, match="recipe"):
         R.reference_path("../x", 0, tmp_path)
+    # A later run over one section replaces its keys and keeps the rest; merge=False replaces the file.
+    R.save_reference({"mnist/images/one class only": {"fid": 7.0}}, "standard", 0, tmp_path)
+    merged = R.load_reference("standard", 0, tmp_path)
+    assert merged["mnist/images/one class only"] == {"fid": 7.0} and merged["seed"] == 0 and len(merged) == len(VALUES)
+    R.save_reference({"seed": 1}, "standard", 0, tmp_path, merge=False)
+    assert R.load_reference("standard", 0, tmp_path) == {"seed": 1}
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"not valid JSON.*eval-reference"):
         R.load_reference("standard", 0, tmp_path)

@@ -4,7 +4,7 @@ Scores on a locally trained feature network have no published scale, so they mea
 measured on the same network and sample count. ``kexue run eval-reference`` measures them (real test data against
 real train data, and simple baselines) and writes ``<data cache>/eval-reference/reference-<recipe>-s<seed>.json``:
 one JSON object whose keys are ``"<section>/<name>"`` and whose values are metric records, each with its provenance.
-The last run for a (recipe, seed) wins; every record says how many samples it used.
+A run replaces the keys it computes and keeps the others; every record says how many samples it used.
 
 API for experiments that report model scores (these names are stable):
 
@@ -46,6 +46,7 @@ Example, in a GAN experiment::
     run.table(["model", *cols], rows, caption=reference_status("mnist/images", ...same filters...))
 """
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -69,9 +70,17 @@ def reference_path(recipe: str = "standard", seed: int = 0, root: str | Path | N
 
 
 def save_reference(values: dict[str, Any], recipe: str = "standard", seed: int = 0,
-                   root: str | Path | None = None) -> Path:
-    """Write ``values`` (JSON-serialisable) atomically to :func:`reference_path`; returns the path."""
+                   root: str | Path | None = None, *, merge: bool = True) -> Path:
+    """Write ``values`` (JSON-serialisable) atomically to :func:`reference_path`; returns the path.
+
+    With ``merge`` (the default) the keys of ``values`` replace those already in the file and the others are kept,
+    so a run over one data set does not erase another's; every record carries its own provenance. An unreadable
+    existing file is replaced.
+    """
     path = reference_path(recipe, seed, root)
+    if merge:
+        with contextlib.suppress(ValueError):  # a corrupt file holds nothing worth keeping
+            values = {**(load_reference(recipe, seed, root) or {}), **values}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
