@@ -87,6 +87,9 @@ def test_stacked_mnist_modes_labels_each_channel():
     expected[M.digits_to_mode(digits[:10]).numpy()] += 1
     assert np.array_equal(out.counts, expected)
     assert out.kl == pytest.approx(M.kl_to_uniform(expected), rel=1e-12)
+    record = out.as_dict()  # the metrics record names the labeller and the protocol's size
+    assert record["provenance"]["n_stack"] == 3 and record["provenance"]["protocol_samples"] == 26_000
+    assert record["modes_covered"] == 1000 and "counts" not in record
     with pytest.raises(ValueError, match="MNIST feature network"):
         M.stacked_mnist_modes(images[:2], FeatureNet(_BrightnessClassifier(), {"data": "fashion-mnist"}))
 
@@ -111,6 +114,7 @@ def test_mixture_modes_exact_counts():
     p = np.array([3, 3, 1]) / 7
     assert out.kl == pytest.approx(float((p * np.log(p * 4)).sum()))
     assert M.mixture_modes(samples, centres, std, min_count=2).covered == 2
+    assert out.as_dict()["provenance"] == {"std": std, "sigmas": 3.0, "min_count": 1}
     ref = M.mixture_modes_reference(samples, centres, std)
     assert (ref.covered, ref.high_quality, ref.counts.tolist()) == (out.covered, out.high_quality,
                                                                     out.counts.tolist())
