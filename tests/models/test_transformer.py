@@ -60,6 +60,17 @@ def test_redraw_features_changes_favor_layers_only():
     torch.testing.assert_close(elu(x), y)
 
 
+def test_sampling_draws_from_the_softmax_of_the_logits():
+    from kexue.models.transformer import _sample
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, -30.0]]).expand(40000, 4)
+    tokens = _sample(logits, 1.0, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=4).double() / len(tokens)
+    torch.testing.assert_close(freq, torch.softmax(logits[0].double(), 0), atol=0.01, rtol=0)  # ~5 sigma
+    hot = _sample(logits[:2] * 3, 2.0, torch.Generator().manual_seed(1))  # temperature divides the logits
+    assert hot.shape == (2,) and torch.equal(_sample(logits[:3], 0, None), torch.full((3,), 2))
+
+
 def test_causal_model_ignores_future_tokens():
     m = _model("linear")
     x = torch.randint(0, 11, (1, 20))

@@ -226,12 +226,13 @@ def test_state_size_is_constant_in_position_and_steps_are_out_of_place():
     assert sizes == {2 * 3 * 5 * 7 + 2 * 3 * 5}
 
 
-def test_step_on_mapped_inputs_is_the_rnn_recursion():
+@pytest.mark.parametrize("c,m", [(5, 4), (128, 300)])  # read out by multiply-and-reduce, and by bmm (large state)
+def test_step_on_mapped_inputs_is_the_rnn_recursion(c, m):
     # S_i = S_{i-1} + phi_k v^T, z_i = z_{i-1} + phi_k, o = phi_q^T S_i / (phi_q^T z_i + eps), written out by hand.
     g = torch.Generator().manual_seed(4)
-    pq, pk, v = torch.rand(2, 3, 5, generator=g), torch.rand(2, 3, 5, generator=g), torch.randn(2, 3, 4, generator=g)
-    state = linear_attention_state(2, 3, 5, 4)
-    state = state._replace(s=torch.randn(2, 3, 5, 4, generator=g), z=torch.rand(2, 3, 5, generator=g))
+    pq, pk, v = torch.rand(2, 4, c, generator=g), torch.rand(2, 4, c, generator=g), torch.randn(2, 4, m, generator=g)
+    state = linear_attention_state(2, 4, c, m)
+    state = state._replace(s=torch.randn(2, 4, c, m, generator=g), z=torch.rand(2, 4, c, generator=g))
     out, new = step_mapped(pq, pk, v, state, eps=0.5)
     s = state.s + pk[..., :, None] * v[..., None, :]
     z = state.z + pk

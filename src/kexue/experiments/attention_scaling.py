@@ -175,18 +175,20 @@ def run(cfg: Config, run: Run) -> dict:
                 note="N where chunked linear overtakes SDPA causal for good (forward+backward, log-log interpolated)")
     run.summary(f"speedup_vs_sdpa_causal_fwd_bwd_n{n_top}", metrics["speedup_fwd_bwd_at_max_n"],
                 note=f"SDPA causal ÷ linear chunked, forward+backward, N={n_top}")
-    # Growth exponents between the two longest lengths each method ran at: ~1 for linear, ~2 for softmax.
+    # Growth exponents: least-squares slope of log time (or memory) on log N over the three longest lengths each
+    # method ran at (~1 for linear, ~2 for softmax); three points rather than two, as one noisy point on a shared
+    # machine can bend a two-point slope far off.
     exponents = (("linear", lin, "fwd_bwd_ms", "1 = linear", 1.3), ("sdpa", sd, "fwd_bwd_ms", "2 = quadratic", None),
                  ("linear_memory", lin, "fwd_bwd_mib", "1 = linear", 1.1))
     for name, res, key, expect, bar_value in exponents:
-        lens = sorted(res)
+        lens = sorted(res)[-3:]
         if len(lens) < 2:
             continue
-        a, b = lens[-2], lens[-1]
-        metrics[f"exponent_{name}"] = math.log(res[b][key] / res[a][key]) / math.log(b / a)
+        slope = float(np.polyfit(np.log(lens), np.log([res[n][key] for n in lens]), 1)[0])
+        metrics[f"exponent_{name}"] = slope
         what = "peak memory" if "mib" in key else "time"
-        run.summary(f"exponent_{name}", metrics[f"exponent_{name}"], bar=bar_value, direction="min",
-                    note=f"d log {what} / d log N, forward+backward, N={a}→{b} ({expect})")
+        run.summary(f"exponent_{name}", slope, bar=bar_value, direction="min",
+                    note=f"slope of log {what} on log N, forward+backward, N={lens[0]}…{lens[-1]} ({expect})")
 
     run.section("Claim")
     run.text("Softmax attention costs O(N² d), linear attention O(N d²): beyond a crossover length linear attention "
