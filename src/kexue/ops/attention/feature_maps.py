@@ -72,6 +72,8 @@ class EluFeatureMap(FeatureMap):
     def _phi(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(x).add_(ONE)  # in place: elu saves its input, not its output, for backward
 
+    forward_queries = forward_keys = _phi  # one Python call less per decoding step
+
 
 class ReluFeatureMap(FeatureMap):
     """phi(x) = relu(x)."""

@@ -237,7 +237,8 @@ def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tenso
     if q_t.dtype != v_t.dtype or k_t.dtype != v_t.dtype:
         raise ValueError(f"q_t, k_t and v_t must share a dtype, got {q_t.dtype}, {k_t.dtype} and {v_t.dtype}")
     # Decoding is dispatch-bound (a handful of tiny ops per step): keep the Python around them minimal.
-    fmap = feature_map if isinstance(feature_map, FeatureMap) else _cached_map(feature_map, q_t.shape[-1])
+    fmap = (feature_map if isinstance(feature_map, FeatureMap)
+            else _DETERMINISTIC.get(feature_map) or _cached_map(feature_map, q_t.shape[-1]))
     out_dtype = v_t.dtype
     if out_dtype in (torch.float16, torch.bfloat16):
         q_t, k_t, v_t = q_t.float(), k_t.float(), v_t.float()
@@ -258,15 +259,15 @@ def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tenso
     return (out if out.dtype == out_dtype else out.to(out_dtype)), state
 
 
-_DETERMINISTIC = {}  # (name, head size) -> map, for the per-token decoding path (random maps must be objects)
+# name -> map, for the per-token decoding path. Deterministic maps do not depend on the head size; random maps are
+# never cached (they must be passed as objects).
+_DETERMINISTIC: dict[str, FeatureMap] = {}
 
 
 def _cached_map(name: str, query_dims: int) -> FeatureMap:
-    key = (name, query_dims)
-    if key not in _DETERMINISTIC:
-        fmap = get_feature_map(name, query_dims)
-        if fmap.random:
-            raise ValueError(f"feature_map={name!r} draws random features: pass the same FeatureMap object at every "
-                             "step (a name would draw new features each time)")
-        _DETERMINISTIC[key] = fmap
-    return _DETERMINISTIC[key]
+    fmap = get_feature_map(name, query_dims)
+    if fmap.random:
+        raise ValueError(f"feature_map={name!r} draws random features: pass the same FeatureMap object at every "
+                         "step (a name would draw new features each time)")
+    _DETERMINISTIC[name] = fmap
+    return fmap
