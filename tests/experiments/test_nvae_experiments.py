@@ -10,13 +10,7 @@ from kexue.experiments.registry import get
 from kexue.experiments.runner import resolve_config
 from kexue.models.nvae import count_parameters
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("preset", ["quick", "full"])

@@ -27,14 +27,7 @@ from kexue.models.nvae import NVAE, Normal, NVAEConfig
 from kexue.models.nvae.cells import BNSwish, Conv2d
 from kexue.models.nvae.model import LatentGroup
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two (OpenMP hand-offs dominate, worse on a busy host)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- residual Normal KL -----------------------------------------------------------------------------------------

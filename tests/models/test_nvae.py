@@ -9,14 +9,7 @@ from torch import nn
 from kexue.models.nvae import NVAE, NVAEConfig, count_parameters, latent_dims
 from kexue.models.nvae.cells import BNSwish, Cell, Conv2d, FactorizedReduce
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two (OpenMP hand-offs dominate, worse on a busy host)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> NVAEConfig:

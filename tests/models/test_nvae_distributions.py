@@ -15,13 +15,7 @@ from kexue.models.nvae.distributions import (
 )
 from kexue.models.nvae.flows import FlowCell, PairedFlow, autoregressive_mask
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(channels, mix, h=2, w=2, b=1, seed=0, scale=1.0):

@@ -24,15 +24,7 @@ from kexue.train.ema import EMA
 from kexue.train.gan import GANStep
 from kexue.train.runtime import Runtime
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tensors here are at most [256, 32]: a 2-thread OpenMP region costs more than it computes, and on a busy
-    # machine a descheduled thread stalls every region by milliseconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Shift(nn.Module):

@@ -15,13 +15,7 @@ CFG = dict(image_size=8, padding=0, enc_channels=4, dec_channels=4, num_preproce
 DATA = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two (OpenMP hand-offs dominate, worse on a busy host)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(directory, every=4, **step_kw):
