@@ -34,24 +34,7 @@ import torch.nn.functional as F
 from _common import probe_ms, write_json
 from kexue.ops.attention import linear_attention, linear_attention_step
 from kexue.ops.attention.causal import causal_linear_attention_dense
-
-
-def peak_mib(fn) -> float:
-    """Peak torch-allocator MiB allocated during ``fn()`` on top of what was live before (profiler memory events).
-
-    Copied from kexue.experiments.attention_scaling.peak_bytes_many, for one call (benchmarks do not import
-    experiments). Call it on leaves whose gradients were made outside any profiling session.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for _, nbytes in sorted(events):
-        running += nbytes
-        peak = max(peak, running)
-    return peak / 2**20
+from kexue.profiling import peak_mib
 
 
 def _fast_transformers():

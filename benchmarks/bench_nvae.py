@@ -40,25 +40,9 @@ from kexue.experiments.registry import get
 from kexue.experiments.runner import resolve_config
 from kexue.losses.vae import adamax, spectral_norm_reference
 from kexue.models.nvae import NVAE, count_parameters
+from kexue.profiling import peak_mib
 from kexue.train.runtime import Runtime
 from kexue.train.vae import NVAEStep
-
-
-def peak_mib(fn) -> float:
-    """Peak torch-allocator MiB allocated during ``fn()`` on top of what was live before (profiler memory events).
-
-    Copied from benchmarks/bench_attention.py (benchmarks do not import each other).
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for _, nbytes in sorted(events):
-        running += nbytes
-        peak = max(peak, running)
-    return peak / 2**20
 
 
 class _ReferenceSR(torch.nn.Module):

@@ -1,10 +1,11 @@
-"""kexue.experiments.attention_scaling helpers: the allocator-peak probe and the crossover interpolation."""
+"""The allocator-peak probe (kexue.profiling) and the scaling experiment's crossover interpolation."""
 
 import math
 
 import torch
 
-from kexue.experiments.attention_scaling import _crossover, peak_bytes, peak_bytes_many
+from kexue.experiments.attention_scaling import _crossover
+from kexue.profiling import peak_bytes, peak_bytes_many
 
 
 def test_peak_bytes_counts_what_the_call_allocates():

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from kexue.experiments.attention_scaling import peak_bytes
 from kexue.ops.attention import (
     CosFeatureMap,
     FavorFeatureMap,
@@ -15,6 +14,7 @@ from kexue.ops.attention import (
     linear_attention_weights,
 )
 from kexue.ops.attention.causal import linear_attention_state, step_mapped
+from kexue.profiling import peak_bytes
 
 MAPS = ["elu", "relu", "cos", "favor", "efficient"]
 

@@ -10,7 +10,6 @@ linear models decode as RNNs, softmax with a KV cache).
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from kexue._progress import progress
 from kexue.eval.plots import subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
-from kexue.experiments.rundir import Run
+from kexue.experiments.rundir import ModelRun, Run
 from kexue.models.transformer import Transformer, TransformerConfig
 from kexue.train.runtime import Runtime
 
@@ -58,24 +57,11 @@ def _batch(cfg: Config, n: int, gen: torch.Generator, device: torch.device) -> t
     return inp.to(device), tgt.to(device)
 
 
-# Copied from kexue.experiments.ogan_mnist._VariantRun (experiments are recipes: a marked copy, no shared helper).
-class _VariantRun:
-    """What :class:`Runtime` needs of a run, for one of several models trained in it: its own checkpoint folder, and
-    log lines tagged with the model's name."""
-
-    def __init__(self, run: Run, name: str) -> None:
-        self.run, self.name = run, name
-        self.checkpoints = self.path = run.checkpoints / name
-
-    def log(self, step: int | None = None, **metrics: Any) -> None:
-        self.run.log(step, model=self.name, **metrics)
-
-
 def _train(name: str, cfg: Config, model: Transformer, run: Run) -> list[tuple[int, float]]:
     optim = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.Adam
     opt = optim(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.lr_drop_step] if cfg.lr_drop_step else [], gamma=0.1)
-    rt = Runtime(_VariantRun(run, KEYS[name]), config={**asdict(cfg), "model": name}, model=model, optimizer=opt,
+    rt = Runtime(ModelRun(run, KEYS[name]), config={**asdict(cfg), "model": name}, model=model, optimizer=opt,
                  scheduler=sched, every=cfg.checkpoint_every, keep_last=1)
     rt.resume()
     curve = rt.extra.setdefault("curve", [])

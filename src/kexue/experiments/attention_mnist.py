@@ -13,7 +13,6 @@ pixel. Attention maps of both trained models are captured from inside ``forward`
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from kexue.data import load_mnist
 from kexue.eval.plots import subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
-from kexue.experiments.rundir import Run
+from kexue.experiments.rundir import ModelRun, Run
 from kexue.models.transformer import Transformer, TransformerConfig
 from kexue.train.capture import capture
 from kexue.train.runtime import Runtime
@@ -76,26 +75,13 @@ def _bits_per_dim(model: Transformer, pixels: torch.Tensor, batch: int, device: 
     return total / count / math.log(2)
 
 
-# Copied from kexue.experiments.ogan_mnist._VariantRun (experiments are recipes: a marked copy, no shared helper).
-class _VariantRun:
-    """What :class:`Runtime` needs of a run, for one of several models trained in it: its own checkpoint folder, and
-    log lines tagged with the model's name."""
-
-    def __init__(self, run: Run, name: str) -> None:
-        self.run, self.name = run, name
-        self.checkpoints = self.path = run.checkpoints / name
-
-    def log(self, step: int | None = None, **metrics: Any) -> None:
-        self.run.log(step, model=self.name, **metrics)
-
-
 def _train(name: str, cfg: Config, model: Transformer, pixels: torch.Tensor, run: Run) -> list[tuple[int, float]]:
     optim = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.Adam
     opt = optim(model.parameters(), lr=cfg.lr)
     warm = max(1, cfg.steps // 50)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    rt = Runtime(_VariantRun(run, name), config={**asdict(cfg), "model": name}, model=model, optimizer=opt,
+    rt = Runtime(ModelRun(run, name), config={**asdict(cfg), "model": name}, model=model, optimizer=opt,
                  scheduler=sched, every=cfg.checkpoint_every, keep_last=1)
     rt.resume()
     curve = rt.extra.setdefault("curve", [])  # (step, mean train bits/dim since the previous log)

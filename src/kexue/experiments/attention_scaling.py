@@ -23,6 +23,7 @@ from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
 from kexue.ops.attention import linear_attention
+from kexue.profiling import peak_bytes_many
 
 
 @dataclass
@@ -36,42 +37,6 @@ class Config(ExperimentConfig):
     dense_max: int = param(4096, "longest N for the O(N^2)-memory dense linear reference", min=2)
     recurrent_max: int = param(2048, "longest N for the Python-loop recurrent form (forward only)", min=2)
     chunk_size: int = param(64, "chunk of the chunked causal form (the library default)", min=1)
-
-
-def peak_bytes_many(fns: dict) -> dict:
-    """Peak torch-allocator bytes allocated during each ``fn()`` on top of what was live before it.
-
-    One CPU-profiler session (starting one costs ~0.5 s) runs every callable once inside a ``record_function``
-    range; within each range the allocator events (+size on allocation, -size on free) are summed in time order and
-    the maximum is kept. Frees of tensors made before the session report size 0, so inputs and earlier results do
-    not count; outputs and gradients made by the call do (benchmarks.md §1). Give it fresh inputs: a tensor made
-    during an earlier profiling session that a call frees would count against that call.
-    """
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        for i, fn in enumerate(fns.values()):
-            with record_function(f"peak_bytes::{i}"):
-                fn()
-    events = list(prof.profiler.kineto_results.events())
-    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    spans = {e.name(): (e.start_ns(), e.start_ns() + e.duration_ns()) for e in events
-             if e.name().startswith("peak_bytes::")}
-    peaks = {}
-    for i, key in enumerate(fns):
-        start, end = spans[f"peak_bytes::{i}"]
-        running = peak = 0
-        for t, nbytes in memory:
-            if start <= t <= end:
-                running += nbytes
-                peak = max(peak, running)
-        peaks[key] = peak
-    return peaks
-
-
-def peak_bytes(fn) -> int:
-    """Peak torch-allocator bytes allocated during ``fn()`` (see :func:`peak_bytes_many`)."""
-    return peak_bytes_many({"fn": fn})["fn"]
 
 
 def _interleaved_ms(fns: dict, repeats: int) -> dict:

@@ -39,7 +39,7 @@ from kexue.eval.image_metrics import class_agreement, image_metrics
 from kexue.eval.plots import subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
-from kexue.experiments.rundir import Run
+from kexue.experiments.rundir import ModelRun, Run
 from kexue.losses.ogan import ogan_critic_loss, ogan_generator_loss, ogan_single_loss
 from kexue.models.ogan import NORMS, OGAN, conv_ogan
 from kexue.ops.correlation import pearson
@@ -97,19 +97,6 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float().cpu() + 1) / 2).clamp_(0, 1)
 
 
-class _VariantRun:
-    """What :class:`Runtime` needs of a run, for one of several models trained in it: its own checkpoint folder, and
-    log lines tagged with the model's name. Its ``path`` is that folder, so a resume never drops another model's
-    lines from ``metrics.jsonl`` (nor this model's: lines logged after its last checkpoint stay, and repeat)."""
-
-    def __init__(self, run: Run, name: str) -> None:
-        self.run, self.name = run, name
-        self.checkpoints = self.path = run.checkpoints / name
-
-    def log(self, step: int | None = None, **metrics: Any) -> None:
-        self.run.log(step, variant=self.name, **metrics)
-
-
 def grid(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     """``[N, C, H, W]`` in [0, 1] -> one ``[rows*(H+pad), nrow*(W+pad), C]`` array (white padding)."""
     n, c, h, w = images.shape
@@ -161,7 +148,7 @@ def train_variant(cfg: Any, run: Run, name: str, x_train: torch.Tensor, *, chann
                       "generator": rmsprop(model.generator.parameters())}
     # zero-debiased like Keras' moving averages (the official EMA), so the initial weights do not linger in the average
     ema = EMA(model, cfg.ema_decay, bias_correction=True) if cfg.ema_decay > 0 else None
-    rt = Runtime(_VariantRun(run, name), config={**asdict(cfg), "variant": name}, model=model,
+    rt = Runtime(ModelRun(run, name, key="variant"), config={**asdict(cfg), "variant": name}, model=model,
                  optimizer=optimizers, ema=ema, every=cfg.checkpoint_every, keep_last=1)
     rt.resume()
     n = len(x_train)

@@ -229,6 +229,22 @@ def reopen_run(path: str | Path, cfg: Any, argv: list[str] | None) -> Run:
     return Run(path, cfg.device, cfg.seed)
 
 
+class ModelRun:
+    """One of several models trained in one run, as :class:`~kexue.train.runtime.Runtime` sees it.
+
+    Its checkpoints go to ``checkpoints/<name>/`` and its log lines are tagged ``{key: name}``. Its ``path`` is that
+    checkpoint folder, not the run's, so resuming one model never drops another model's lines from ``metrics.jsonl``
+    (nor this model's: lines logged after its last checkpoint stay, and repeat).
+    """
+
+    def __init__(self, run: Run, name: str, key: str = "model") -> None:
+        self.run, self.name, self.key = run, name, key
+        self.checkpoints = self.path = run.checkpoints / name
+
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        self.run.log(step, **{self.key: self.name}, **metrics)
+
+
 class RankRun(Run):
     """The run handle of DDP ranks other than 0: the same interface, and it writes nothing."""
 
