@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import os
 import struct
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from PIL import Image
 from kexue.data import (
     IdxFormatError,
     dataset_dir,
-    is_available,
     load_emoji,
     load_fashion_mnist,
     load_idx,
@@ -23,15 +21,6 @@ from kexue.data import (
     save_idx,
     verify,
 )
-
-
-# Copied from tests/data/test_text.py::requires
-def requires(name: str) -> None:
-    """Skip when set ``name`` is not in the data cache, except under CI (which runs `make data` first)."""
-    if not is_available(name):
-        message = f"data set {name!r} is not fetched: run `kexue data fetch {name}` (or `make data`)"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
-
 
 # --- IDX ----------------------------------------------------------------------------------------------------------
 
@@ -154,7 +143,7 @@ def test_empty_folder_and_bad_mode(tmp_path):
 # --- fetched sets -------------------------------------------------------------------------------------------------
 
 
-def test_mnist():
+def test_mnist(requires):
     requires("mnist")
     x, y = load_mnist("train")
     assert x.shape == (60_000, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
@@ -168,7 +157,7 @@ def test_mnist():
     verify("mnist")
 
 
-def test_fashion_mnist():
+def test_fashion_mnist(requires):
     requires("fashion-mnist")
     x, y = load_fashion_mnist("train")
     x_test, y_test = load_fashion_mnist("test")
@@ -176,7 +165,7 @@ def test_fashion_mnist():
     assert np.bincount(y).tolist() == [6000] * 10 and np.bincount(y_test).tolist() == [1000] * 10
 
 
-def test_emoji():
+def test_emoji(requires):
     requires("emoji")
     images, labels, categories = load_emoji(size=32, skin_tones=False)
     assert images.shape == (1911, 32, 32, 3) and images.dtype == np.uint8

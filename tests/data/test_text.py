@@ -1,6 +1,5 @@
 """Tokenizer, vocabulary, corpus streaming and (when fetched) the corpus and evaluation sets."""
 
-import os
 import re
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 from kexue.data import (
     build_vocab,
     corpus_counts,
-    is_available,
     iter_corpus,
     load_analogies,
     load_corpus,
@@ -17,14 +15,6 @@ from kexue.data import (
 )
 from kexue.data.cache import MARKER
 from kexue.data.corpus import tokenize
-
-
-# Copied from tests/data/test_images.py::requires
-def requires(name: str) -> None:
-    """Skip when set ``name`` is not in the data cache, except under CI (which runs `make data` first)."""
-    if not is_available(name):
-        message = f"data set {name!r} is not fetched: run `kexue data fetch {name}` (or `make data`)"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
 
 
 def test_tokenize():
@@ -62,7 +52,7 @@ def test_bad_similarity_name(tmp_path):
 # --- fetched sets -------------------------------------------------------------------------------------------------
 
 
-def test_corpus():
+def test_corpus(requires):
     requires("text")
     counts = corpus_counts()
     assert 12_000_000 < counts["tokens"] < 13_500_000
@@ -78,7 +68,7 @@ def test_corpus():
     assert vocab.tokens[0] == "the"
 
 
-def test_similarity_and_analogy_sets():
+def test_similarity_and_analogy_sets(requires):
     requires("wordsim")
     wordsim, simlex = load_similarity("wordsim353"), load_similarity("simlex999")
     assert len(wordsim) == 353 and len(simlex) == 999
