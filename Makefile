@@ -33,6 +33,12 @@ test: data
 test-all: data
 	$(BIN)/pytest -q -m "not gpu and not bench"
 
+# Benchmarks (never in CI; run them on a quiet machine). The EMA peers go in with --no-deps: timm's dependencies
+# would replace the CPU torch (benchmarks/bench_ema.py loads timm's EMA file by path).
+bench: setup
+	$(BIN)/python -m pip install --quiet --no-deps "ema-pytorch>=0.7,<1" "timm>=1.0,<2"
+	for b in ot ema attention flyvec nvae; do $(BIN)/python benchmarks/bench_$$b.py || exit 1; done
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 

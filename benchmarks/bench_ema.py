@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny models and few rounds, to check the script runs")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 21, quick 5)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_ema.json"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/ema.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (5 if args.quick else 21)

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=None, help="corpus tokens (default: all; quick: 300k)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; quick 2)")
     parser.add_argument("--vocab-size", type=int, default=20_000)
-    parser.add_argument("--out", default="benchmarks/results/bench_flyvec.json")
+    parser.add_argument("--out", default="benchmarks/results/flyvec.json")
     args = parser.parse_args()
     max_tokens = args.max_tokens or (300_000 if args.quick else None)
     rounds = args.rounds or (2 if args.quick else 5)
