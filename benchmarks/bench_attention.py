@@ -16,7 +16,8 @@ Targets: at N=8192, causal f+b, SDPA / kexue >= 16 (= 1.5x faster than fast-tran
 memory <= 288 MiB (2x fast-transformers' 144); decode at 16384 >= 20x faster than the KV cache, <= 40 us per token,
 and constant in position.
 
-Run on a quiet machine (the lead's command):
+Run on a quiet machine (``make bench`` sets the same environment; glibc's malloc would otherwise return the large
+buffers to the OS and fault them back in on every call, a cost no caching allocator pays):
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 OMP_WAIT_POLICY=PASSIVE \
         .venv/bin/python benchmarks/bench_attention.py --threads 2 --out benchmarks/results/attention.json
 ``--quick`` runs tiny sizes to check the script works.
