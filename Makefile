@@ -35,10 +35,10 @@ test-all: data
 
 # Benchmarks (never in CI; run them on a quiet machine). The EMA peers go in with --no-deps: timm's dependencies
 # would replace the CPU torch (benchmarks/bench_ema.py loads timm's EMA file by path). The malloc settings keep glibc
-# from unmapping large buffers after every call (peers and kexue run in the same process, under the same settings).
+# from unmapping large buffers after every call (peers and kexue run in the same process, under the same settings);
+# OMP_WAIT_POLICY=PASSIVE is left out: sleeping OpenMP threads tripled the per-token decode times.
 bench: export MALLOC_MMAP_THRESHOLD_ = 4294967296
 bench: export MALLOC_TRIM_THRESHOLD_ = 68719476736
-bench: export OMP_WAIT_POLICY = PASSIVE
 bench: setup
 	$(BIN)/python -m pip install --quiet --no-deps "ema-pytorch>=0.7,<1" "timm>=1.0,<2"
 	for b in ot ema attention flyvec nvae; do $(BIN)/python benchmarks/bench_$$b.py || exit 1; done

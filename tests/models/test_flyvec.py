@@ -11,6 +11,7 @@ from kexue.models.flyvec import (
     NUM,
     STOP,
     UNK,
+    ColumnMax,
     FlyVec,
     UnknownWordError,
     Vocabulary,
@@ -18,6 +19,7 @@ from kexue.models.flyvec import (
     baselines,
     energy_terms,
     hebbian_delta,
+    hebbian_step_,
     hebbian_step_reference,
     memory_bits,
     normalize_token,
@@ -165,6 +167,35 @@ def test_sparse_update_equals_dense_reference(seed):
     assert torch.equal(stats.winners, winners_ref)
     torch.testing.assert_close(table[:-1].T, new_ref)
     assert (table[-1] == 0).all()  # the sentinel row never learns
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fused_step_equals_the_dense_delta_step_over_many_steps(seed):
+    """hebbian_step_ (no dense D) takes the same steps as hebbian_delta + apply_delta, on both of its branches."""
+    gen = torch.Generator().manual_seed(seed)
+    v, k, w = 30, 6, 5
+    table = torch.rand(2 * v + 1, k, generator=gen, dtype=torch.float64)
+    table[-1] = 0
+    inv_p = torch.rand(v, generator=gen, dtype=torch.float64) * 5 + 0.5
+    inv_p = torch.cat([inv_p, inv_p, torch.zeros(1, dtype=torch.float64)])
+    dense, fused = table.clone(), table.clone()
+    delta, scratch, colmax = torch.empty_like(table), torch.zeros_like(table), ColumnMax()
+    for step in range(40):
+        words = torch.randint(-1, v, (16, w), generator=gen)
+        words[:, w // 2] = torch.randint(0, v, (16,), generator=gen)
+        idx = window_indices(words, v)
+        ref = hebbian_delta(dense, idx, inv_p, delta)
+        ref_energy = energy_terms(dense, ref)
+        apply_delta(dense, delta, 0.05)
+        stats, energy = hebbian_step_(fused, idx, inv_p, 0.05, scratch, colmax, energy=True)
+        assert torch.equal(stats.winners, ref.winners), step
+        torch.testing.assert_close(energy, ref_energy)
+        torch.testing.assert_close(fused, dense)
+        assert (scratch == 0).all()  # left as found
+        bound = torch.maximum(*(t.abs() for t in torch.aminmax(fused, dim=0)))
+        assert (colmax.bound >= bound - 1e-12).all()  # the carried bound stays an upper bound
+    assert colmax.steps == 40 and 0 < colmax.fallbacks < 40  # both branches ran
+    assert (fused[-1] == 0).all()
 
 
 def test_update_is_invariant_to_the_scale_of_p():

@@ -7,7 +7,14 @@
 """
 
 from kexue.models.flyvec.model import FlyVec, codes_to_numpy, memory_bits
-from kexue.models.flyvec.rule import apply_delta, energy_terms, hebbian_delta, hebbian_step_reference
+from kexue.models.flyvec.rule import (
+    ColumnMax,
+    apply_delta,
+    energy_terms,
+    hebbian_delta,
+    hebbian_step_,
+    hebbian_step_reference,
+)
 from kexue.models.flyvec.text import (
     NUM,
     STOP,
@@ -27,6 +34,7 @@ __all__ = [
     "STOP",
     "STOP_WORDS",
     "UNK",
+    "ColumnMax",
     "EncodedCorpus",
     "FlyVec",
     "UnknownWordError",
@@ -35,6 +43,7 @@ __all__ = [
     "codes_to_numpy",
     "energy_terms",
     "hebbian_delta",
+    "hebbian_step_",
     "hebbian_step_reference",
     "memory_bits",
     "normalize_token",

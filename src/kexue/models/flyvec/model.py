@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from kexue._progress import progress
 from kexue.errors import KexueError
-from kexue.models.flyvec.rule import apply_delta, energy_terms, hebbian_delta
+from kexue.models.flyvec.rule import ColumnMax, apply_delta, energy_terms, hebbian_delta, hebbian_step_
 from kexue.models.flyvec.text import STOP_WORDS, UNK_ID, EncodedCorpus, Vocabulary, window_indices
 from kexue.ops.sparse import index_bits, jaccard, kwta, pairwise_overlap
 
@@ -186,7 +186,8 @@ class FlyVec:
 
         table, vocab_size = self.table, len(self.vocab)
         inv_p = self.inverse_frequencies(data.counts)
-        delta = torch.empty_like(table)
+        # one process: the fused step (no dense D); several: D is what the ranks all-reduce
+        buffer, colmax = torch.zeros_like(table), ColumnMax()
         tokens, all_centres = data.tokens.to(self.device), data.centres.to(self.device)
         offsets = torch.arange(-(self.window // 2), self.window // 2 + 1, device=self.device)
         gen = torch.Generator().manual_seed(int(order_seed))
@@ -200,19 +201,23 @@ class FlyVec:
                 for b, lo in enumerate(range(0, n, batch_size)):
                     centres = all_centres[order[lo : lo + batch_size][rank::world]]
                     idx = window_indices(tokens[centres.unsqueeze(1) + offsets], vocab_size)
-                    stats = hebbian_delta(table, idx, inv_p, delta)
                     n_batch = min(batch_size, n - lo)
+                    with_energy = b % energy_every == 0
+                    if distributed:
+                        stats = hebbian_delta(table, idx, inv_p, buffer)
+                        terms = energy_terms(table, stats) if with_energy else None
+                        dist.all_reduce(buffer)
+                        apply_delta(table, buffer, lr_e, prec)
+                    else:
+                        stats, terms = hebbian_step_(table, idx, inv_p, lr_e, buffer, colmax, prec, with_energy)
                     mean_energy = None
-                    if b % energy_every == 0:
-                        batch_energy = energy_terms(table, stats).sum().double()
+                    if with_energy:
+                        batch_energy = terms.sum().double()
                         if distributed:
                             dist.all_reduce(batch_energy)
                         mean_energy = batch_energy.item() / n_batch
                         energy_sum, energy_n = energy_sum + batch_energy.item(), energy_n + n_batch
                         self.energy_trace.append(mean_energy)
-                    if distributed:
-                        dist.all_reduce(delta)
-                    apply_delta(table, delta, lr_e, prec)
                     if bar is not None:
                         bar.update(n_batch)
                         if mean_energy is not None:

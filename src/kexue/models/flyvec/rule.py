@@ -16,11 +16,18 @@ W * B values ``1/p``; the dense part ``-c_mu W_mu`` (``c_mu`` = summed scaled ac
 won) is one broadcast multiply into a reused buffer. :func:`apply_delta` takes the max-normalised step.
 :func:`hebbian_step_reference` is the slow twin on dense ``[B, 2V]`` inputs, the spec's formula line by line.
 
+:func:`hebbian_step_` is the single-process fast path: the same step without materialising D. Outside the entries
+the batch touches, D is ``-c_mu W_mu``, so ``W + s D = W (1 - s c) + s S`` is one in-place column scaling plus a
+sparse add, and max|D| is the larger of the touched entries' |D| (computed exactly, sparsely) and
+``max_mu |c_mu| max_i |W_i,mu|`` over the untouched ones. :class:`ColumnMax` keeps an upper bound of the per-cell
+``max_i |W_i,mu|`` through the updates; whenever the bound cannot rule out an untouched entry as the maximum, the
+step falls back to the dense D (and refreshes the bound), so the result is the same step either way.
+
 Splitting a batch's windows over several workers and summing their D (an all-reduce) gives the same D: that is how
 :meth:`FlyVec.fit <kexue.models.flyvec.FlyVec.fit>` scales out under ``torchrun``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +76,81 @@ def apply_delta(table: torch.Tensor, delta: torch.Tensor, lr: float, prec: float
     peak = torch.maximum(hi, lo.neg())
     table.addcmul_(delta, lr / peak.clamp_min(prec))
     return peak
+
+
+@dataclass
+class ColumnMax:
+    """An upper bound of ``max_i |table[i, mu]|`` per cell, carried from step to step by :func:`hebbian_step_`.
+
+    Attributes:
+        bound: ``[K]``, or None until the first step computes it exactly.
+        fallbacks: steps that needed the dense D because the bound could not decide max|D|.
+        steps: steps taken.
+    """
+
+    bound: torch.Tensor | None = None
+    fallbacks: int = 0
+    steps: int = 0
+    _delta: torch.Tensor | None = field(default=None, repr=False)
+
+    def exact(self, table: torch.Tensor) -> torch.Tensor:
+        lo, hi = torch.aminmax(table, dim=0)
+        self.bound = torch.maximum(hi, lo.neg())
+        return self.bound
+
+
+def hebbian_step_(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, lr: float, scratch: torch.Tensor,
+                  colmax: ColumnMax, prec: float = 1e-30, energy: bool = False
+                  ) -> tuple[DeltaStats, torch.Tensor | None]:
+    """One step of the rule in place, equal to ``apply_delta(table, hebbian_delta(...), lr)`` without a dense D.
+
+    Args:
+        table: ``[2V + 1, K]`` weights (last row zero), updated in place.
+        idx, inv_p: as for :func:`hebbian_delta`.
+        lr: step size of this epoch.
+        scratch: ``[2V + 1, K]`` buffer that must be all zero; it is left all zero (it sums repeated entries).
+        colmax: the per-cell bound carried between steps (start with ``ColumnMax()``).
+        energy: also return the per-window energy ``[B]`` with the weights before the step.
+
+    Returns:
+        ``(stats, energy or None)``.
+    """
+    n_cells, width = table.shape[1], idx.shape[1]
+    if colmax.bound is None:
+        colmax.exact(table)
+    raw = F.embedding_bag(idx, table, mode="sum")
+    winners = raw.argmax(dim=1)
+    flat = (idx * n_cells + winners.unsqueeze(1)).reshape(-1)  # the entries (row i, column winner) windows touch
+    weights = inv_p[idx].reshape(-1)
+    w_at = table.view(-1)[flat]
+    scaled = (w_at.view(-1, width) * weights.view(-1, width)).sum(dim=1)
+    stats = DeltaStats(winners, scaled)
+    terms = energy_terms(table, stats) if energy else None
+    c = torch.zeros(n_cells, dtype=table.dtype, device=table.device).index_add_(0, winners, scaled)
+    sums = scratch.view(-1)
+    sums.index_add_(0, flat, weights.to(sums.dtype))
+    s_at = sums[flat]  # S at each touched entry, repeats summed
+    sums.index_fill_(0, flat, 0)
+    c_at = c[winners].repeat_interleave(width)
+    peak_touched = (s_at - c_at * w_at).abs().max()
+    colmax.steps += 1
+    if bool((c.abs() * colmax.bound).max() > peak_touched):  # an untouched entry might hold max|D|: go dense
+        colmax.fallbacks += 1
+        if colmax._delta is None:
+            colmax._delta = torch.empty_like(table)
+        hebbian_delta(table, idx, inv_p, colmax._delta)
+        apply_delta(table, colmax._delta, lr, prec)
+        colmax.exact(table)
+        return stats, terms
+    step = lr / peak_touched.clamp_min(prec)
+    factor = 1 - step * c
+    table.mul_(factor)
+    table.view(-1).index_add_(0, flat, (step * weights).to(table.dtype))
+    # untouched entries scaled exactly by |factor|; touched ones are known: the bound stays an upper bound
+    new_at = (factor[winners].repeat_interleave(width) * w_at + step * s_at).abs()
+    touched_max = torch.zeros_like(c).scatter_reduce_(0, winners.repeat_interleave(width), new_at, "amax")
+    colmax.bound = torch.maximum(factor.abs() * colmax.bound, touched_max)
+    return stats, terms
 
 
 def energy_terms(table: torch.Tensor, stats: DeltaStats) -> torch.Tensor:
