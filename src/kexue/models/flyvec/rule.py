@@ -102,7 +102,7 @@ class ColumnMax:
 def hebbian_step_(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, lr: float, scratch: torch.Tensor,
                   colmax: ColumnMax, prec: float = 1e-30, energy: bool = False
                   ) -> tuple[DeltaStats, torch.Tensor | None]:
-    """One step of the rule in place, equal to ``apply_delta(table, hebbian_delta(...), lr)`` without a dense D.
+    """One step of the rule in place: ``apply_delta(table, hebbian_delta(...), lr)`` up to round-off, no dense D.
 
     Args:
         table: ``[2V + 1, K]`` weights (last row zero), updated in place.
