@@ -17,7 +17,8 @@ memory <= 288 MiB (2x fast-transformers' 144); decode at 16384 >= 20x faster tha
 and constant in position.
 
 Run on a quiet machine (``make bench`` sets the same environment; glibc's malloc would otherwise return the large
-buffers to the OS and fault them back in on every call, a cost no caching allocator pays; ``OMP_WAIT_POLICY=PASSIVE`` made decode steps ~3x slower):
+buffers to the OS and fault them back in on every call, a cost no caching allocator pays; do not set
+``OMP_WAIT_POLICY=PASSIVE``: it made decode steps ~3x slower):
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \
         .venv/bin/python benchmarks/bench_attention.py --threads 2 --out benchmarks/results/attention.json
 ``--quick`` runs tiny sizes to check the script works.
