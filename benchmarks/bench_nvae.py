@@ -20,7 +20,7 @@ bf16 autocast and fp16 autocast + GradScaler, each with and without gradient che
 around whole steps) and ``torch.cuda.max_memory_allocated``.
 
 Run on a quiet machine:
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_nvae.py --threads 2 --out benchmarks/results/nvae.json
+    .venv/bin/python benchmarks/bench_nvae.py --threads 2 --out benchmarks/results/nvae.json
 ``--quick`` uses a tiny model and few rounds to check the script works.
 """
 
