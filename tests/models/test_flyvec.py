@@ -417,6 +417,6 @@ def test_torchrun_style_training_equals_single_process(tmp_path, monkeypatch):
     mp.spawn(worker, args=(2, port, docs, out), nprocs=2, join=True)
     single = FlyVec(n_cells=8, window=3, min_count=1, seed=5)
     single.init_weights(single.build_vocab(docs))
-    assert torch.equal(single.table, torch.load(out + ".init"))
+    assert torch.equal(single.table, torch.load(out + ".init", weights_only=True))
     single.fit(docs, epochs=2, batch_size=50, lr=0.05, show_progress=False)
-    torch.testing.assert_close(torch.load(out), single.table, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.load(out, weights_only=True), single.table, rtol=1e-4, atol=1e-5)

@@ -12,12 +12,11 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 
 from kexue._progress import progress
 from kexue.eval.likelihood import importance_weighted_nll
-from kexue.eval.plots import subplots
+from kexue.eval.plots import image_grid, subplots
 from kexue.losses.vae import adamax, group_kl, warmup_cosine_schedule
 from kexue.models.nvae import NVAE, NVAEConfig
 from kexue.train import distributed
@@ -172,16 +171,6 @@ def _channel_kl(group) -> torch.Tensor:
 # --- figures ---------------------------------------------------------------------------------------------------------
 
 
-def _grid(images: torch.Tensor, rows: int) -> np.ndarray:
-    """``[N, C, H, W]`` in [0, 1] -> one ``[rows·H, cols·W(, 3)]`` array."""
-    n, c, h, w = images.shape
-    cols = math.ceil(n / rows)
-    pad = torch.ones(rows * cols - n, c, h, w, device=images.device)
-    x = torch.cat([images, pad]).view(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
-    x = x.clamp(0, 1).cpu().numpy()
-    return x[..., 0] if c == 1 else x
-
-
 def _image(dist_, binary: bool) -> torch.Tensor:
     return dist_.mean if binary else dist_.mean()
 
@@ -203,8 +192,8 @@ def sample_figures(model: NVAE, run: Any, cfg: Any, *, binary: bool, name: str) 
             gen = torch.Generator(device=run.device).manual_seed(cfg.seed)
             images = _image(m.likelihood(m.sample(n, t, generator=gen)), binary)
             ax = axes[i][j]
-            ax.imshow(_grid(images, int(math.sqrt(n))), cmap="gray" if images.shape[1] == 1 else None, vmin=0,
-                      vmax=1)
+            ax.imshow(image_grid(images.clamp(0, 1), math.ceil(n / math.isqrt(n))),
+                      cmap="gray" if images.shape[1] == 1 else None, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"t = {t}" if i == 0 else "")
@@ -224,7 +213,7 @@ def reconstruction_figure(model: NVAE, run: Any, test: torch.Tensor, *, binary: 
     rec = _image(model.likelihood(out.params), binary)
     fig, axes = subplots(1, 2, width=3.2, height=3.4)
     for ax, images, title in ((axes[0][0], x, "test images"), (axes[0][1], rec, "reconstructions")):
-        ax.imshow(_grid(images, 4), cmap="gray" if images.shape[1] == 1 else None, vmin=0, vmax=1)
+        ax.imshow(image_grid(images.clamp(0, 1), 4), cmap="gray" if images.shape[1] == 1 else None, vmin=0, vmax=1)
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])

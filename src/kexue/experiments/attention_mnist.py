@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from kexue._progress import progress
 from kexue.data import load_mnist
-from kexue.eval.plots import subplots
+from kexue.eval.plots import image_grid, subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import ModelRun, Run
@@ -205,12 +205,8 @@ def _figures(cfg: Config, run: Run, curves: dict, samples: dict, rates: dict, mo
     side = cfg.size
     fig, axes = subplots(1, 3, width=3.6, height=3.4)
     for ax, kind in zip(axes[0, :2], ("linear", "softmax"), strict=True):
-        imgs = samples[kind][:16].float().cpu().view(-1, side, side)
-        k = math.ceil(math.sqrt(len(imgs)))
-        grid = torch.zeros(k * side, k * side)
-        for i, im in enumerate(imgs):
-            grid[(i // k) * side : (i // k + 1) * side, (i % k) * side : (i % k + 1) * side] = im
-        ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=255)
+        imgs = samples[kind][:16].view(-1, 1, side, side)
+        ax.imshow(image_grid(imgs, math.ceil(math.sqrt(len(imgs))), fill=0), cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"{kind} samples" + (" (as an RNN)" if kind == "linear" else " (KV cache)"), fontsize=9)
         ax.axis("off")
     ax = axes[0, 2]

@@ -23,7 +23,7 @@ import torch
 from kexue.data import load_mnist, stacked_mnist
 from kexue.eval.features import describe, get_feature_net
 from kexue.eval.modes import stacked_mnist_modes, stacked_num_samples
-from kexue.eval.plots import subplots
+from kexue.eval.plots import image_grid, subplots
 from kexue.experiments._energy import build_step, refine, train
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
@@ -145,8 +145,7 @@ def run(cfg: Config, run: Run) -> dict:
     fig, axes = subplots(1, len(grids), width=3.6, height=3.6)
     for ax, (method, x) in zip(axes[0], grids.items(), strict=True):
         tiles = x[:, :3] if x.shape[1] >= 3 else x[:, :1].expand(-1, 3, -1, -1)
-        grid = tiles.view(8, 8, 3, 28, 28).permute(0, 3, 1, 4, 2).reshape(8 * 28, 8 * 28, 3).numpy()
-        ax.imshow(grid)
+        ax.imshow(image_grid(tiles, 8))
         ax.set_title(f"{LABELS[method]}: {results[method]['modes']} modes", fontsize=9)
         ax.axis("off")
     run.figure(fig, "stackedmnist_samples", "Generated StackedMNIST samples (the three digit channels as RGB).",

@@ -25,7 +25,6 @@ agreement at n_z = 16 from about 67% to 75% in the same trials). The quick prese
 lr 5e-4) is a scaled-down check; the full preset (widths 64, 20,000 steps, the official lr 1e-4) is meant for a GPU.
 """
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from kexue._progress import progress
 from kexue.data import load_mnist
 from kexue.eval.features import FeatureNet, describe, get_feature_net
 from kexue.eval.image_metrics import class_agreement, image_metrics
-from kexue.eval.plots import subplots
+from kexue.eval.plots import image_grid, subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import ModelRun, Run
@@ -97,20 +96,13 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float().cpu() + 1) / 2).clamp_(0, 1)
 
 
-def grid(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
-    """``[N, C, H, W]`` in [0, 1] -> one ``[rows*(H+pad), nrow*(W+pad), C]`` array (white padding)."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    out = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.float32)
-    for i, img in enumerate(images.numpy()):
-        r, k = divmod(i, nrow)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = \
-            img.transpose(1, 2, 0)
-    return out
+def grid(images: torch.Tensor, cols: int) -> np.ndarray:
+    """``[N, C, H, W]`` in [0, 1] -> one image, tiles row by row with white 1-pixel gaps."""
+    return image_grid(images, cols, pad=1)
 
 
 def show(ax: Any, image: np.ndarray, title: str = "") -> None:
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)

@@ -32,7 +32,7 @@ from kexue._progress import progress
 from kexue.data import load_mnist
 from kexue.eval.features import describe, get_feature_net
 from kexue.eval.image_metrics import image_metrics
-from kexue.eval.plots import subplots
+from kexue.eval.plots import image_grid, subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
@@ -248,13 +248,6 @@ def _report(cfg: Config, run: Run, results: dict, floor: dict, net) -> dict:
     return metrics
 
 
-def _grid(images: torch.Tensor, rows: int = 8) -> np.ndarray:
-    """``[rows * cols, 1, 28, 28]`` -> one ``[rows * 28, cols * 28]`` image."""
-    cols = len(images) // rows
-    x = images[: rows * cols, 0].reshape(rows, cols, 28, 28).permute(0, 2, 1, 3)
-    return x.reshape(rows * 28, cols * 28).numpy()
-
-
 def _figures(cfg: Config, run: Run, results: dict, floor: dict) -> None:
     colours = {"gp": "tab:blue", "sn": "tab:red"}
     fig, axes = subplots(1, 3, width=4.0, height=3.2)
@@ -285,7 +278,7 @@ def _figures(cfg: Config, run: Run, results: dict, floor: dict) -> None:
     for j, (v, r) in enumerate(results.items()):
         for k, g in enumerate(("raw", "ema")):
             ax = axes[0, 2 * j + k]
-            ax.imshow(_grid(r[g]), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(image_grid(r[g], 8), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{LABELS[v]} {'EMA' if g == 'ema' else 'raw'}, FID {r['history'][-1][f'{g}_fid']:.1f}",
                          fontsize=9)
             ax.set_axis_off()

@@ -58,7 +58,8 @@ class FeatureMap:
         """Draw new random features (no-op for deterministic maps)."""
 
     def _phi(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        # the hook of deterministic maps; maps with separate query and key features override those two instead
+        raise NotImplementedError(f"{type(self).__name__} must override _phi, or forward_queries and forward_keys")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
