@@ -1,4 +1,5 @@
 import dataclasses
+import html
 import json
 import re
 from pathlib import Path
@@ -42,7 +43,11 @@ def test_tour_goes_on_after_a_failure_and_writes_the_index(fast_registry, tmp_pa
     index = tour.run_tour(out=tmp_path, log=logs.append)
     page = index.read_text()
     assert "http-equiv=\"refresh\"" not in page  # finished tours stop reloading
-    assert page.count('class="card"') == len(POSTS)
+    assert page.count('<article class="card') == len(POSTS)
+    for name in ("init-geometry", "ot-duality"):  # every card states its experiment's claim
+        assert html.escape(tour.CLAIMS[name].text) in page
+    # each done card shows its number large; so does the failed one, from what it recorded before failing
+    assert page.count('class="hl-value"') == page.count('data-status="done"') + 1
     assert "status failed" in page and "deliberate failure" in page
     assert page.count("status done") == sum(1 for e in fast_registry.values() if e.headline) - 1
     # Every relative link and image resolves to a file in the tour folder.
@@ -60,3 +65,10 @@ def test_only_rejects_unknown_names(fast_registry, tmp_path):
     with pytest.raises(Exception, match="unknown experiment"):
         tour.run_tour(only=["nope"], out=tmp_path)
     assert not any(Path(tmp_path).iterdir())
+
+
+def test_every_experiment_states_its_claim():
+    claims = tour.CLAIMS
+    assert set(claims) == set(registry.experiments()), "add the new experiment's one-sentence claim to tour.CLAIMS"
+    for name, claim in claims.items():
+        assert claim.text.endswith(".") and len(claim.text) < 200 and "\n" not in claim.text, name
