@@ -65,13 +65,13 @@ padding:.9em 1.2em 1em;display:flex;flex-direction:column;gap:.6em}
 .card-head .when{margin-left:auto}
 .card h2{font-size:1.2em;line-height:1.3;margin:0;padding:0;border:none}.card h2 a{color:inherit}
 .claim{margin:0;color:#3a3a3c}
-.headline{display:flex;flex-wrap:wrap;align-items:center;gap:.2em 1em;padding:.6em .9em;border-radius:10px;
-background:var(--soft)}.headline.met{background:var(--ok-bg)}.headline.missed{background:var(--bad-bg)}
+.headline{display:grid;grid-template-columns:minmax(0,1fr) auto;align-items:center;gap:.1em 1em;
+padding:.55em .9em .65em;border-radius:10px;background:var(--soft)}.headline.met{background:var(--ok-bg)}.headline.missed{background:var(--bad-bg)}
 .hl-value{font-size:2.2em;font-weight:700;line-height:1.15;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
-.hl-text{flex:1 1 11em;min-width:0;line-height:1.35}.hl-name{font-weight:600;overflow-wrap:anywhere}
+.hl-text{grid-column:1/-1;line-height:1.35}.hl-name{font-weight:600;overflow-wrap:anywhere}
 .hl-ref{font-size:.88em;color:var(--muted)}
 .fig{display:block;border:1px solid var(--line);border-radius:8px;overflow:hidden;background:#fff}
-.fig img{display:block;width:100%;height:auto}
+.fig img{display:block;max-width:100%;max-height:34em;width:auto;height:auto;margin:0 auto}
 .metrics{list-style:none;margin:0;padding:0;font-size:.9em}
 .metrics li{display:grid;grid-template-columns:minmax(0,1fr) auto auto 1.6em;gap:.1em .8em;align-items:baseline;
 padding:.3em 0;border-top:1px solid var(--line)}
@@ -84,8 +84,13 @@ padding:.3em 0;border-top:1px solid var(--line)}
 max-height:9em;overflow:auto}
 .card footer{margin-top:auto;display:flex;flex-wrap:wrap;justify-content:space-between;gap:.3em 1em;font-size:.88em}
 .card footer code{color:var(--muted)}
+@media (min-width:900px){.grid{grid-template-columns:minmax(0,1fr)}
+.card{display:grid;grid-template-columns:minmax(0,2fr) minmax(0,3fr);grid-template-rows:repeat(7,auto) 1fr;
+column-gap:1.8em;row-gap:0;align-items:start}.card>*{grid-column:1;margin:0 0 .6em}
+.card>h2{margin-bottom:.45em}
+.card>.fig,.card>.placeholder{grid-column:2;grid-row:1/span 8;margin:0}.card footer{margin:.2em 0 0}}
 @media (max-width:600px){body{padding:1em .7em 2em}h1{font-size:1.45em}.card{padding:.8em .9em .9em}
-.hl-value{font-size:1.9em}}
+.hl-value{font-size:1.9em}.stat:last-child{grid-column:1/-1}}
 """
 
 
@@ -349,9 +354,9 @@ def _headline_html(name: str, entry: dict) -> str:
         refs.append(f"paper {_fmt(entry['paper'])}")
     tone = {True: " met", False: " missed"}.get(entry.get("met"), "")
     return (f'<div class="headline{tone}" title="{html.escape(entry.get("note", ""))}">'
-            f'<div class="hl-value">{_fmt(entry.get("value"))}</div>'
+            f'<div class="hl-value">{_fmt(entry.get("value"))}</div>{_mark_html(entry)}'
             f'<div class="hl-text"><div class="hl-name">{html.escape(_label(name))}</div>'
-            f'<div class="hl-ref">{html.escape(" · ".join(refs))}</div></div>{_mark_html(entry)}</div>')
+            f'<div class="hl-ref">{html.escape(" · ".join(refs))}</div></div></div>')
 
 
 def _metric_rows_html(summary: dict, skip: str | None) -> str:
