@@ -66,7 +66,8 @@ padding:.9em 1.2em 1em;display:flex;flex-direction:column;gap:.6em}
 .card h2{font-size:1.2em;line-height:1.3;margin:0;padding:0;border:none}.card h2 a{color:inherit}
 .claim{margin:0;color:#3a3a3c}
 .headline{display:grid;grid-template-columns:minmax(0,1fr) auto;align-items:center;gap:.1em 1em;
-padding:.55em .9em .65em;border-radius:10px;background:var(--soft)}.headline.met{background:var(--ok-bg)}.headline.missed{background:var(--bad-bg)}
+padding:.55em .9em .65em;border-radius:10px;background:var(--soft)}
+.headline.met{background:var(--ok-bg)}.headline.missed{background:var(--bad-bg)}
 .hl-value{font-size:2.2em;font-weight:700;line-height:1.15;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
 .hl-text{grid-column:1/-1;line-height:1.35}.hl-name{font-weight:600;overflow-wrap:anywhere}
 .hl-ref{font-size:.88em;color:var(--muted)}
