@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from kexue.eval.plots import subplots
 from kexue.eval.report import render_index, render_report
 from kexue.experiments.registry import POSTS
 from kexue.experiments.rundir import Run, collect_env, create_run_dir, run_label, write_json
@@ -80,10 +81,6 @@ def _render(page: Path, profile: Path, width: int, shots: Path) -> dict:
 def _fake_run(tour_dir: Path, name: str, metrics: list[tuple], *, error: str | None = None,
               wide_table: bool = False) -> dict:
     """A run folder of ``name`` as the runner leaves it, with made-up numbers; returns its tour card fields."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     path = create_run_dir(tour_dir, run_label(name, None, 0))
@@ -97,9 +94,9 @@ def _fake_run(tour_dir: Path, name: str, metrics: list[tuple], *, error: str | N
     for metric_name, value, kwargs in metrics:
         run.summary(metric_name, value, **kwargs)
     rng = np.random.default_rng(len(name))
-    # A wide, three-panel figure, as most experiments draw: 1,540 px at the report's dpi, wider than a phone.
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    for i, ax in enumerate(axes):
+    # A wide, three-panel figure, as most experiments draw: about 1,500 px at the report's dpi, wider than a phone.
+    fig, axes = subplots(1, 3, width=4.7, height=3.6)
+    for i, ax in enumerate(axes[0]):
         x = rng.normal(size=(400, 2)) * (i + 1)
         ax.scatter(x[:, 0], x[:, 1], s=4)
         ax.set_title(f"panel {i}")
