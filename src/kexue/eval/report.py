@@ -350,14 +350,16 @@ def _mark_html(entry: dict, *, short: bool = False) -> str:
 
 
 def _headline_html(name: str, entry: dict) -> str:
-    refs = [f"bar {_bar_text(entry)}" if entry.get("bar") is not None else "no bar"]
+    refs = []
+    if entry.get("bar") is not None:
+        refs.append(f"bar {_bar_text(entry)}")
     if entry.get("paper") is not None:
         refs.append(f"paper {_fmt(entry['paper'])}")
+    ref = f'<div class="hl-ref">{html.escape(" · ".join(refs))}</div>' if refs else ""
     tone = {True: " met", False: " missed"}.get(entry.get("met"), "")
     return (f'<div class="headline{tone}" title="{html.escape(entry.get("note", ""))}">'
             f'<div class="hl-value">{_fmt(entry.get("value"))}</div>{_mark_html(entry)}'
-            f'<div class="hl-text"><div class="hl-name">{html.escape(_label(name))}</div>'
-            f'<div class="hl-ref">{html.escape(" · ".join(refs))}</div></div></div>')
+            f'<div class="hl-text"><div class="hl-name">{html.escape(_label(name))}</div>{ref}</div></div>')
 
 
 def _metric_rows_html(summary: dict, skip: str | None) -> str:
