@@ -50,6 +50,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
         print(json.dumps(dry_run(args.name, **kwargs), indent=2))
         return
     result = run_experiment(args.name, out=args.out, argv=["kexue", *sys.argv[1:]], resume=args.resume, **kwargs)
+    if not result.is_main:  # under torchrun, rank 0 speaks for the run
+        return
     print(f"{args.name}: {result.status} in {result.seconds:.1f} s")
     print(f"report: {result.path / 'report.html'}")
 

@@ -1,6 +1,8 @@
 """Runtime: resume after a kill reproduces the uninterrupted run; NaN steps are skipped or rolled back; keep-last-N."""
 
 import json
+import math
+import random
 from dataclasses import asdict, dataclass
 
 import pytest
@@ -10,7 +12,7 @@ from torch import nn
 from kexue.errors import KexueError
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.rundir import start_run
-from kexue.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from kexue.train.checkpoint import list_checkpoints, load_checkpoint, load_tensors, save_checkpoint
 from kexue.train.ema import EMA
 from kexue.train.runtime import Runtime
 from kexue.train.seed import seed_everything
@@ -125,9 +127,46 @@ def test_bad_checkpoints_are_clear_errors_and_nothing_is_overwritten(tmp_path):
     tensors.write_bytes(tensors.read_bytes()[:100])  # truncated
     with pytest.raises(KexueError, match="corrupt or truncated"):
         train(run, cfg)
-    state = list_checkpoints(run.checkpoints)[-2][1] / "state.pt"
-    state.write_bytes(b"not a torch file")
-    with pytest.raises(KexueError, match=r"state\.pt is corrupt"):
+    state = list_checkpoints(run.checkpoints)[-2][1] / "state.json"
+    state.write_text(state.read_text()[:50])  # truncated
+    with pytest.raises(KexueError, match=r"state\.json is corrupt or truncated"):
         load_checkpoint(state.parent)
     with pytest.raises(KexueError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")
+    with pytest.raises(KexueError, match="is a file; expected a checkpoint folder"):
+        load_checkpoint(tensors)  # exists, but is not a checkpoint folder
+    with pytest.raises(KexueError, match=r"is a folder; expected a \.safetensors file"):
+        load_tensors(latest)
+
+
+def test_checkpoints_hold_no_pickle_and_restore_the_state_exactly(tmp_path):
+    """Non-tensor state is JSON beside safetensors; tuples, int keys, None, bools and floats come back as they were."""
+    state = {"opt": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4)}},
+                     "param_groups": [{"params": [0], "betas": (0.9, 0.999), "lr": 0.1 / 3, "foreach": None,
+                                       "amsgrad": False}]},
+             "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
+             "odd": {"__tuple__": 1, (1, "a"): float("inf"), "nan": float("nan")}}
+    path = save_checkpoint(tmp_path, 7, {"w": torch.ones(2)}, state)
+    assert sorted(p.name for p in path.iterdir()) == ["state.json", "state.safetensors", "tensors.safetensors"]
+    json.loads((path / "state.json").read_text())  # plain JSON (no pickle anywhere)
+    _, loaded = load_checkpoint(path)
+    assert loaded["step"] == 7 and loaded["rng"]["python"] == random.getstate()
+    assert torch.equal(loaded["rng"]["torch"], state["rng"]["torch"])
+    group = loaded["opt"]["param_groups"][0]
+    assert group == state["opt"]["param_groups"][0] and isinstance(group["betas"], tuple)
+    assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], state["opt"]["state"][0]["exp_avg"])
+    assert loaded["odd"]["__tuple__"] == 1 and loaded["odd"][(1, "a")] == float("inf")
+    assert math.isnan(loaded["odd"]["nan"])
+
+
+def test_legacy_state_pt_checkpoints_still_load(tmp_path):
+    """Checkpoints written before state.json keep a state.pt, read with weights_only=True."""
+    path = save_checkpoint(tmp_path, 2, {"w": torch.ones(2)}, {"counters": {"bad_steps": 1}})
+    _, state = load_checkpoint(path)
+    torch.save(state, path / "state.pt")
+    (path / "state.json").unlink()
+    (path / "state.safetensors").unlink()
+    assert load_checkpoint(path)[1] == {"step": 2, "counters": {"bad_steps": 1}}
+    (path / "state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(KexueError, match=r"state\.pt is corrupt"):
+        load_checkpoint(path)

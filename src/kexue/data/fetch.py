@@ -40,6 +40,7 @@ from typing import Literal
 
 import numpy as np
 
+from kexue._fs import ensure_folder
 from kexue._progress import progress
 from kexue.data import cache, corpus
 from kexue.data.cache import DOWNLOADS, MARKER
@@ -574,7 +575,7 @@ def fetch(names: list[str] | None = None, data_dir: str | Path | None = None, fo
     infos = [_info(n) for n in (list(DATASETS) if names is None else names)]
     todo = [info for info in infos if force or not is_available(info.name, root)]
     if todo:
-        root.mkdir(parents=True, exist_ok=True)
+        ensure_folder(root, "data folder")
         # Inside the cache, so the final rename stays on one file system; removed whatever happens.
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as tmp:
             extracted: dict[str, Path] = {}  # shared: text and wordsim come from the same gensim wheel
