@@ -141,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(args.quiet)
     try:
         if args.data_dir is not None:
-            from kexue.data import set_data_dir
+            from kexue.data import data_dir, set_data_dir
 
             set_data_dir(args.data_dir)
+            data_dir()  # checked now, before a command creates anything: a file there is one line, not a run
         args.func(args)
     except KexueError as err:
         print(f"kexue: error: {err}", file=sys.stderr)

@@ -29,7 +29,7 @@ class Killed(Exception):
 
 
 def train(run, cfg: Cfg, *, kill_at: int | None = None, nan_at: set[int] | None = None, every: int = 4,
-          keep_last: int = 3, max_bad_steps: int = 3):
+          keep_last: int = 3, max_bad_steps: int = 3, nan_from: int | None = None):
     """A tiny trainer written the way the runtime's docstring asks: data chosen by the step."""
     seed_everything(cfg.seed)
     model = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.2), nn.Tanh(), nn.Linear(16, 1))  # dropout: global RNG
@@ -47,6 +47,8 @@ def train(run, cfg: Cfg, *, kill_at: int | None = None, nan_at: set[int] | None 
         loss = (model(x) - x.prod(1, keepdim=True)).pow(2).mean()
         if nan_at and rt.step in nan_at:
             nan_at.discard(rt.step)  # injected once; a rollback replays this step cleanly
+            loss = loss * float("nan")
+        if nan_from is not None and rt.step >= nan_from:  # a loss that stays NaN, however often it is replayed
             loss = loss * float("nan")
         opt.zero_grad()
         loss.backward()
@@ -104,6 +106,24 @@ def test_consecutive_bad_steps_roll_back_with_a_lower_learning_rate(tmp_path):
     assert len(rollback) == 1 and rollback[0]["to_step"] == 8 and rollback[0]["from_step"] == 11
     assert rt.optimizer.param_groups[0]["initial_lr"] == pytest.approx(cfg.lr * 0.5)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    # the replayed steps' first records moved out of the log, as on resume: one finite loss per step
+    logged = [e for e in events if "loss" in e]
+    assert [e["step"] for e in logged] == list(range(1, 17)) and "nan" not in {e["loss"] for e in logged}
+    dropped = [json.loads(s) for s in (run.path / "metrics.dropped.jsonl").read_text().splitlines()]
+    assert {e["step"] for e in dropped} == {9, 10, 11} and any(e["loss"] == "nan" for e in dropped if "loss" in e)
+
+
+def test_a_loss_that_stays_nan_stops_after_max_rollbacks(tmp_path):
+    """It rolled back forever before, and metrics.jsonl grew without bound."""
+    cfg = Cfg(steps=40, max_rollbacks=2)
+    run = start_run(tmp_path, "t", cfg, {}, [])
+    with pytest.raises(KexueError, match=r"at step 14 after 2 rollback\(s\) \(max_rollbacks=2\); last finite loss "
+                                         r"[0-9.e-]+ at step 9\. Lower the learning rate") as err:
+        train(run, cfg, nan_from=10, every=4, max_bad_steps=3)
+    assert "\n" not in str(err.value)
+    events = [json.loads(s) for s in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert [e["from_step"] for e in events if e.get("event") == "rollback"] == [12, 14]
+    assert len(events) < 40
 
 
 def test_keep_last_n(tmp_path):

@@ -133,6 +133,7 @@ class Runtime:
         self.rollbacks = 0
         self.lr_scale = 1.0
         self.last_finite: tuple[int, torch.Tensor | float] | None = None  # (step, loss) of the last finite step
+        self._undone = False  # a rollback undid the current step: its end_step neither advances nor logs
         self.last_checkpoint: Path | None = None
         self.resumed_from: int | None = None
 
@@ -293,6 +294,7 @@ class Runtime:
         self.bad_steps, self.rollbacks = counters
         self._set_lr_scale(scale)
         self._drop_metrics_after()
+        self._undone = True
         self._event("rollback", to_step=self.step, from_step=bad_from, lr_scale=self.lr_scale,
                     rollbacks=self.rollbacks)
 
@@ -311,7 +313,14 @@ class Runtime:
     # --- the step -----------------------------------------------------------------------------------------------------
 
     def end_step(self, **metrics: Any) -> None:
-        """Advance the step counter, log ``metrics`` (rank 0), and checkpoint every ``every`` steps."""
+        """Advance the step counter, log ``metrics`` (rank 0), and checkpoint every ``every`` steps.
+
+        After a rollback (in this step's :meth:`check`) it does nothing: the step counter is the checkpoint's, and
+        the next step is the first one it replays.
+        """
+        if self._undone:
+            self._undone = False
+            return
         self.step += 1
         if metrics:
             self.log(**{k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
