@@ -59,6 +59,9 @@ CASES = [
     (["tour", "--preset", "nope", "--out", "{out}"], "preset 'nope'"),
     # kexue report only on kexue runs (overwrote report.md in any folder with a config.json)
     (["report", "{foreign}"], "not a kexue run directory"),
+    # argparse's own errors (were the usage, wrapped over several lines, then the error)
+    (["run", "init-geometry", "--seed", "abc", "--out", "{out}"], "--seed"),
+    (["run", "init-geometry", "--device", "tpu", "--out", "{out}"], "--device"),
 ]
 
 
@@ -67,7 +70,7 @@ def test_bad_input_is_one_line_naming_the_argument(argv, needle, paths, capsys):
     argv = [a.format(**paths) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("kexue: error: ") and err.count("\n") == 1, err
+    assert err.startswith("kexue") and ": error: " in err and err.count("\n") == 1, err
     assert "Traceback" not in err and needle in err, err
     assert not paths["out"].exists()  # nothing created
     assert (paths["foreign"] / "report.md").read_text() == "the user's own notes"
@@ -78,6 +81,8 @@ def test_bad_input_is_one_line_naming_the_argument(argv, needle, paths, capsys):
     ("metrics.jsonl", '{"step": 1}\nnot json\n{"step": 2}\n', "metrics.jsonl has 1 line(s) that are not JSON"),
     ("config.json", '{"experiment": "init-geo', "config.json is not valid JSON"),
     ("summary.json", "[1, 2]", "summary.json holds a JSON list, expected a dict"),
+    ("summary.json", '{"acc": 3}', "summary.json holds '3', which kexue did not write there"),
+    ("report.json", '[{"type": "figure"}]', "report.json holds \"{'type': 'figure'}\""),  # was a KeyError
 ])
 def test_report_on_a_damaged_run_is_one_line(tmp_path, capsys, name, content, needle):
     path = _damaged_run(tmp_path, name, content)

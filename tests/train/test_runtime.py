@@ -190,3 +190,9 @@ def test_legacy_state_pt_checkpoints_still_load(tmp_path):
     (path / "state.pt").write_bytes(b"not a torch file")
     with pytest.raises(KexueError, match=r"state\.pt is corrupt"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_seed_everything_refuses_what_numpy_would_reduce_or_reject(seed):
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32\)"):
+        seed_everything(seed)

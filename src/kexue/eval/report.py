@@ -147,15 +147,30 @@ def load_run(run_dir: str | Path) -> dict:
     if bad and bad != [torn_tail(path / "metrics.jsonl")]:
         raise KexueError(f"{path / 'metrics.jsonl'} has {len(bad)} line(s) that are not JSON objects, the first: "
                          f"{bad[0][:60]!r}; `kexue run NAME --resume {path}` moves them to metrics.dropped.jsonl")
+    summary, blocks = _read_json(path / "summary.json", {}), _read_json(path / "report.json", [])
+    for where, items, ok in (("summary.json", summary.values(), lambda e: isinstance(e, dict)),
+                             ("report.json", blocks, _is_block)):
+        if bad_item := next((item for item in items if not ok(item)), None):
+            raise KexueError(f"{path / where} holds {str(bad_item)[:60]!r}, which kexue did not write there; "
+                             "restore it or start a new run")
     return {
         "path": path,
         "config": _read_json(path / "config.json", {}),
         "env": _read_json(path / "env.json", {}),
         "status": status,
-        "summary": _read_json(path / "summary.json", {}),
-        "blocks": _read_json(path / "report.json", []),
+        "summary": summary,
+        "blocks": blocks,
         "metrics": metrics,
     }
+
+
+_BLOCK_KEYS = {"section": ("title",), "text": ("text",), "table": ("header", "rows"), "figure": ("path",)}
+
+
+def _is_block(block: Any) -> bool:
+    """Whether ``block`` is a report block as :class:`~kexue.experiments.rundir.Run` writes them."""
+    keys = _BLOCK_KEYS.get(block.get("type")) if isinstance(block, dict) else None
+    return keys is not None and all(k in block for k in keys)
 
 
 def headline_figure(run: dict) -> str | None:
