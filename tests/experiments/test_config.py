@@ -109,3 +109,12 @@ def test_constraints_between_fields_are_one_line(overrides, message):
 def test_keys_may_allow_empty_tuples_and_non_finite_numbers():
     cfg = apply_overrides(Paired(), {"extra": "", "scale": "nan", "subset": "0", "batch": "100"})
     assert cfg.extra == () and cfg.scale != cfg.scale
+
+
+@pytest.mark.parametrize("overrides", [{"steps": 2.5}, {"steps": True}, {"flag": 1}, {"dims": 3}, {"dims": ["3"]},
+                                       {"kind": 1}, {"seed": True}])
+def test_python_values_must_have_the_field_s_type(overrides):
+    """API overrides and a run's saved config.json are not parsed from text: they are type-checked instead."""
+    with pytest.raises(ConfigError, match="is not a valid"):
+        apply_overrides(Cfg(), overrides)
+    assert apply_overrides(Cfg(), {"lr": 1, "dims": [3], "limit": None}).lr == 1.0

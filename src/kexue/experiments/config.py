@@ -80,6 +80,25 @@ def _parse(text: str, tp: Any) -> Any:
     raise TypeError(f"cannot parse a value of type {tp}")
 
 
+def _coerce(value: Any, tp: Any) -> Any:
+    """Check a Python value (an API override, a saved config.json entry) against ``tp``; lists become tuples and
+    ints become floats where a float is declared. Raises ``ValueError`` if it is not of the type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in typing.get_args(tp) if a is not type(None)))
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0]) for v in value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (bool, int, str) and type(value) is tp:
+        return value
+    raise ValueError(f"expected a {tp.__name__}, got {value!r}")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -142,15 +161,11 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
         if key not in fields:
             raise ConfigError(f"unknown key {key!r} for {cls.__name__} (valid keys: {_valid_keys(cls)})")
         tp, _ = fields[key]
-        if isinstance(raw, str):
-            try:
-                value = _parse(raw, tp)
-            except (ValueError, TypeError):
-                raise ConfigError(f"{key}={raw!r} is not a valid {_type_name(tp)} "
-                                  f"(valid keys: {_valid_keys(cls)})") from None
-        else:
-            value = tuple(raw) if isinstance(raw, list) else raw
-        changes[key] = value
+        try:
+            changes[key] = _parse(raw, tp) if isinstance(raw, str) else _coerce(raw, tp)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{key}={raw!r} is not a valid {_type_name(tp)} "
+                              f"(valid keys: {_valid_keys(cls)})") from None
     return validate(dataclasses.replace(cfg, **changes))
 
 

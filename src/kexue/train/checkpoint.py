@@ -90,8 +90,8 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return [_encode(v, tensors) for v in obj]
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
-    raise KexueError(f"checkpoint state holds a {type(obj).__name__}; only tensors, numbers, strings, None and "
-                     "dicts, lists and tuples of them can be stored")
+    raise KexueError(f"checkpoint state holds a value of type {type(obj).__name__}; only tensors, numbers, strings, "
+                     "None and dicts, lists and tuples of them can be stored")
 
 
 def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
