@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from kexue.cli import main
+from kexue.data.cache import set_data_dir
 from kexue.errors import ConfigError
 from kexue.experiments.registry import get
 from kexue.experiments.runner import run_experiment
@@ -18,6 +19,12 @@ SMOKE = get("ema-mnist").smoke
 
 class Killed(BaseException):
     """Not an Exception: the runner re-raises it like a KeyboardInterrupt."""
+
+
+@pytest.fixture(autouse=True)
+def _default_data_dir():
+    yield
+    set_data_dir(None)  # a test's --data-dir sets it for the process
 
 
 @pytest.fixture(scope="module")
