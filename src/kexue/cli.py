@@ -95,8 +95,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kexue", description="Posts from Scientific Spaces (kexue.fm) as tested "
-                                     "PyTorch code: run experiments, tours and reports.")
+    parser = _Parser(prog="kexue", description="Posts from Scientific Spaces (kexue.fm) as tested PyTorch code: run "
+                     "experiments, tours and reports.")
     parser.add_argument("--version", action="version", version=f"kexue {__version__}")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data cache folder (default: $KEXUE_DATA, else ~/.cache/kexue)")

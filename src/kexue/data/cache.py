@@ -38,8 +38,9 @@ def data_dir(override: str | Path | None = None) -> Path:
         return check_folder(_override, "data folder (--data-dir)")
     if env := os.environ.get("KEXUE_DATA"):
         return check_folder(Path(env).expanduser(), "data folder (KEXUE_DATA)")
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return check_folder(Path(cache).expanduser() / "kexue", "data folder (XDG_CACHE_HOME)")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    cache = Path(xdg or Path.home() / ".cache").expanduser() / "kexue"
+    return check_folder(cache, "data folder (XDG_CACHE_HOME)" if xdg else "data folder")
 
 
 def dataset_dir(name: str, root: str | Path | None = None) -> Path:
