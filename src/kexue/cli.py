@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from kexue import __version__
 from kexue._progress import set_quiet
@@ -50,6 +51,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
         print(json.dumps(dry_run(args.name, **kwargs), indent=2))
         return
     result = run_experiment(args.name, out=args.out, argv=["kexue", *sys.argv[1:]], resume=args.resume, **kwargs)
+    if not result.is_main:  # under torchrun, rank 0 speaks for the run
+        return
     print(f"{args.name}: {result.status} in {result.seconds:.1f} s")
     print(f"report: {result.path / 'report.html'}")
 
@@ -84,9 +87,16 @@ def _cmd_data(args: argparse.Namespace) -> None:
         print(f"  {name:<14} {path}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line every kexue error is (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kexue", description="Posts from Scientific Spaces (kexue.fm) as tested "
-                                     "PyTorch code: run experiments, tours and reports.")
+    parser = _Parser(prog="kexue", description="Posts from Scientific Spaces (kexue.fm) as tested PyTorch code: run "
+                     "experiments, tours and reports.")
     parser.add_argument("--version", action="version", version=f"kexue {__version__}")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data cache folder (default: $KEXUE_DATA, else ~/.cache/kexue)")
@@ -135,13 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed: its exit code
+        return done.code if isinstance(done.code, int) else 2
     set_quiet(args.quiet)
     try:
-        if args.data_dir is not None:
-            from kexue.data import set_data_dir
+        from kexue.data import data_dir, set_data_dir
 
+        if args.data_dir is not None:
             set_data_dir(args.data_dir)
+        if args.cmd in ("run", "tour", "data"):
+            data_dir()  # checked before a command creates anything: a file there is one line, not a failed run
         args.func(args)
     except KexueError as err:
         print(f"kexue: error: {err}", file=sys.stderr)

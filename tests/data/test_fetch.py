@@ -149,3 +149,42 @@ def test_apt_without_package_lists_updates_once_as_root(tmp_path, monkeypatch, r
         with pytest.raises(FetchError, match=r"run `apt-get update` as root first.*fake-deb_\*\.deb"):
             F._download(package, tmp_path / "dl", tmp_path, "fake")
         assert ["apt-get", "update"] not in calls
+
+
+def test_a_folder_with_files_kexue_did_not_write_is_never_replaced(fake_set):
+    root, _, _ = fake_set
+    mine = root / "fake" / "notes.txt"  # the user's folder, no marker: nothing in it is kexue's
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    with pytest.raises(FetchError, match=r"holds files that kexue did not write \(.*notes\.txt\)"):
+        fetch(["fake"], data_dir=root)
+    assert mine.read_text() == "mine" and not (root / "fake" / "data").exists()
+    mine.unlink()
+    fetch(["fake"], data_dir=root)  # an empty folder is replaced
+    assert is_available("fake", root)
+
+
+def test_force_keeps_extra_files_and_refreshes_kexue_s_own(fake_set):
+    root, _, _ = fake_set
+    fetch(["fake"], data_dir=root)
+    extra = root / "fake" / "data" / "extra.txt"
+    extra.write_text("mine")
+    with pytest.raises(FetchError, match=r"extra\.txt"):
+        fetch(["fake"], data_dir=root, force=True)
+    assert extra.read_text() == "mine"
+    extra.unlink()
+    (root / "fake" / "data" / "b.txt").write_bytes(b"bets\n")  # a kept file changed: kexue's, so --force repairs it
+    fetch(["fake"], data_dir=root, force=True)
+    verify("fake", root)
+
+
+def test_markers_without_a_file_list_own_their_outputs(fake_set):
+    """Markers written before the file list: everything under a listed output is kexue's, the rest is not."""
+    root, _, _ = fake_set
+    fetch(["fake"], data_dir=root)
+    marker = json.loads((root / "fake" / MARKER).read_text())
+    del marker["files"]
+    (root / "fake" / MARKER).write_text(json.dumps(marker))
+    assert F.foreign_files(root / "fake") == []
+    (root / "fake" / "mine.txt").write_text("mine")
+    assert F.foreign_files(root / "fake") == [root / "fake" / "mine.txt"]

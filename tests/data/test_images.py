@@ -21,6 +21,7 @@ from kexue.data import (
     save_idx,
     verify,
 )
+from kexue.data.cache import MARKER
 
 # --- IDX ----------------------------------------------------------------------------------------------------------
 
@@ -90,6 +91,24 @@ def test_load_idx_dir_finds_raw_and_gz(tmp_path):
 def test_bad_split_names_the_argument(tmp_path):
     with pytest.raises(ValueError, match=r"split='valid'.*'train', 'test'"):
         load_mnist("valid", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("labels, images, message", [
+    ([3, 255], (2, 28, 28), r"labels 0\.\.9, found images \(28, 28\) and labels 3\.\.255"),
+    ([3, 4], (2, 14, 14), r"found images \(14, 14\)"),
+])
+def test_a_damaged_cached_set_is_one_clear_error(tmp_path, labels, images, message):
+    """Labels out of range in the cache would be an IndexError deep in training; the loader names the fix."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    (folder / MARKER).write_text("{}")
+    save_idx(folder / "t10k-images-idx3-ubyte", np.zeros(images, np.uint8))
+    save_idx(folder / "t10k-labels-idx1-ubyte", np.array(labels, np.uint8))
+    with pytest.raises(IdxFormatError, match=message + r".*kexue data fetch mnist --force"):
+        load_mnist("test", data_dir=tmp_path)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08")  # truncated header
+    with pytest.raises(IdxFormatError, match=r"kexue data fetch mnist --force"):
+        load_mnist("test", data_dir=tmp_path)
 
 
 # --- image folders ------------------------------------------------------------------------------------------------

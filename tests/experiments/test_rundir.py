@@ -29,7 +29,7 @@ class Cfg(ExperimentConfig):
 def test_start_run_writes_config_env_and_status(tmp_path):
     run = start_run(tmp_path, "demo", Cfg(steps=5), {"steps": 5}, ["kexue", "run", "demo"])
     config = json.loads((run.path / "config.json").read_text())
-    assert config == {"experiment": "demo", "seed": 0, "device": "cpu", "steps": 5}
+    assert config == {"experiment": "demo", "seed": 0, "device": "cpu", "max_rollbacks": 5, "steps": 5}
     assert (run.path / "argv.txt").read_text().strip() == "kexue run demo"
     assert json.loads((run.path / "status.json").read_text())["status"] == "running"
     assert (run.path / "figures").is_dir() and (run.path / "checkpoints").is_dir()

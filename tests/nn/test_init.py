@@ -244,6 +244,18 @@ def test_init_is_reproducible_and_works_after_meta():
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("weight, message", [
+    (torch.empty(0, 5), r"no entries \(shape \(0, 5\)\)"),  # was a ZeroDivisionError for some schemes
+    (torch.empty(5, 0), "no entries"),
+    (torch.empty(3, 0, 3), "no entries"),
+    (torch.zeros(3, 4, dtype=torch.long), "floating-point tensor, got torch.int64"),  # was normal_kernel_cpu's
+])
+def test_empty_or_integer_weights_are_refused_by_every_scheme(scheme, weight, message):
+    with pytest.raises(ValueError, match=message):
+        init_weight_(weight, scheme)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match=r"unknown scheme 'kaiming'.*lecun"):
         init_(nn.Linear(3, 3), "kaiming")

@@ -173,8 +173,11 @@ def test_dtype_and_device_kept_and_value_equals_bare_pot():
                                                                                          [1.0, 0.0]])), "NaN"),
     (lambda: lp_dual(torch.tensor([1.5, -0.5]), torch.tensor([0.5, 0.5]), torch.ones(2, 2)), "negative weights"),
     (lambda: transport_plan(torch.ones(3) / 3, torch.ones(2) / 2, torch.ones(2, 3)), "must have shape"),
-    (lambda: wasserstein_1d(torch.randn(3, 1), torch.randn(3)), "must be 1-D"),
+    (lambda: wasserstein_1d(torch.randn(3, 1), torch.randn(3)), "x must be a 1-D tensor"),
     (lambda: wasserstein_1d(torch.tensor([0.0, float("nan")]), torch.randn(2)), "NaN"),
+    (lambda: wasserstein_1d(torch.randn(3), torch.randn(0)), "y has no points"),  # was a ZeroDivisionError
+    (lambda: wasserstein_1d(torch.tensor([0, 1]), torch.tensor([2, 3])), "floating-point tensor, got torch.int64"),
+    (lambda: wasserstein(torch.tensor([[0, 1]]), torch.tensor([[2, 3]])), "floating-point tensor"),  # was cdist's
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):

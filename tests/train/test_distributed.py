@@ -58,7 +58,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _run(cmd: list[str], tmp_path) -> None:
+def _run(cmd: list[str], tmp_path) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     # a new session, so that a hang kills torchrun's workers too, not only torchrun
@@ -71,6 +71,7 @@ def _run(cmd: list[str], tmp_path) -> None:
         proc.communicate()
         raise
     assert proc.returncode == 0, out[-5000:]
+    return out
 
 
 def test_two_process_gloo_ddp_matches_one_process(tmp_path):
@@ -90,3 +91,11 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     for n in (1, 2):
         assert json.loads((tmp_path / ("one" if n == 1 else "two") / f"counters-{n}.json").read_text()) == {"bad": 1}
     assert [s for s, _ in list_checkpoints(tmp_path / "two" / "ckpt")] == [0, 3, 6]
+
+
+def test_under_torchrun_only_rank_0_prints_the_run_s_lines(tmp_path):
+    out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                "kexue.cli", "--quiet", "run", "init-geometry", "--set", "pairs=300", "dims=3", "--out",
+                str(tmp_path / "runs")], tmp_path)
+    assert out.count("init-geometry: done in") == 1 and out.count("report: ") == 1, out[-3000:]
+    assert len(list((tmp_path / "runs").iterdir())) == 1

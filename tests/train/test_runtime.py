@@ -1,6 +1,8 @@
 """Runtime: resume after a kill reproduces the uninterrupted run; NaN steps are skipped or rolled back; keep-last-N."""
 
 import json
+import math
+import random
 from dataclasses import asdict, dataclass
 
 import pytest
@@ -10,7 +12,7 @@ from torch import nn
 from kexue.errors import KexueError
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.rundir import start_run
-from kexue.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from kexue.train.checkpoint import list_checkpoints, load_checkpoint, load_tensors, save_checkpoint
 from kexue.train.ema import EMA
 from kexue.train.runtime import Runtime
 from kexue.train.seed import seed_everything
@@ -27,7 +29,7 @@ class Killed(Exception):
 
 
 def train(run, cfg: Cfg, *, kill_at: int | None = None, nan_at: set[int] | None = None, every: int = 4,
-          keep_last: int = 3, max_bad_steps: int = 3):
+          keep_last: int = 3, max_bad_steps: int = 3, nan_from: int | None = None):
     """A tiny trainer written the way the runtime's docstring asks: data chosen by the step."""
     seed_everything(cfg.seed)
     model = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.2), nn.Tanh(), nn.Linear(16, 1))  # dropout: global RNG
@@ -45,6 +47,8 @@ def train(run, cfg: Cfg, *, kill_at: int | None = None, nan_at: set[int] | None 
         loss = (model(x) - x.prod(1, keepdim=True)).pow(2).mean()
         if nan_at and rt.step in nan_at:
             nan_at.discard(rt.step)  # injected once; a rollback replays this step cleanly
+            loss = loss * float("nan")
+        if nan_from is not None and rt.step >= nan_from:  # a loss that stays NaN, however often it is replayed
             loss = loss * float("nan")
         opt.zero_grad()
         loss.backward()
@@ -102,6 +106,24 @@ def test_consecutive_bad_steps_roll_back_with_a_lower_learning_rate(tmp_path):
     assert len(rollback) == 1 and rollback[0]["to_step"] == 8 and rollback[0]["from_step"] == 11
     assert rt.optimizer.param_groups[0]["initial_lr"] == pytest.approx(cfg.lr * 0.5)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    # the replayed steps' first records moved out of the log, as on resume: one finite loss per step
+    logged = [e for e in events if "loss" in e]
+    assert [e["step"] for e in logged] == list(range(1, 17)) and "nan" not in {e["loss"] for e in logged}
+    dropped = [json.loads(s) for s in (run.path / "metrics.dropped.jsonl").read_text().splitlines()]
+    assert {e["step"] for e in dropped} == {9, 10, 11} and any(e["loss"] == "nan" for e in dropped if "loss" in e)
+
+
+def test_a_loss_that_stays_nan_stops_after_max_rollbacks(tmp_path):
+    """It rolled back forever before, and metrics.jsonl grew without bound."""
+    cfg = Cfg(steps=40, max_rollbacks=2)
+    run = start_run(tmp_path, "t", cfg, {}, [])
+    with pytest.raises(KexueError, match=r"at step 14 after 2 rollback\(s\) \(max_rollbacks=2\); last finite loss "
+                                         r"[0-9.e-]+ at step 9\. Lower the learning rate") as err:
+        train(run, cfg, nan_from=10, every=4, max_bad_steps=3)
+    assert "\n" not in str(err.value)
+    events = [json.loads(s) for s in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert [e["from_step"] for e in events if e.get("event") == "rollback"] == [12, 14]
+    assert len(events) < 40
 
 
 def test_keep_last_n(tmp_path):
@@ -125,9 +147,52 @@ def test_bad_checkpoints_are_clear_errors_and_nothing_is_overwritten(tmp_path):
     tensors.write_bytes(tensors.read_bytes()[:100])  # truncated
     with pytest.raises(KexueError, match="corrupt or truncated"):
         train(run, cfg)
-    state = list_checkpoints(run.checkpoints)[-2][1] / "state.pt"
-    state.write_bytes(b"not a torch file")
-    with pytest.raises(KexueError, match=r"state\.pt is corrupt"):
+    state = list_checkpoints(run.checkpoints)[-2][1] / "state.json"
+    state.write_text(state.read_text()[:50])  # truncated
+    with pytest.raises(KexueError, match=r"state\.json is corrupt or truncated"):
         load_checkpoint(state.parent)
     with pytest.raises(KexueError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")
+    with pytest.raises(KexueError, match="is a file; expected a checkpoint folder"):
+        load_checkpoint(tensors)  # exists, but is not a checkpoint folder
+    with pytest.raises(KexueError, match=r"is a folder; expected a \.safetensors file"):
+        load_tensors(latest)
+
+
+def test_checkpoints_hold_no_pickle_and_restore_the_state_exactly(tmp_path):
+    """Non-tensor state is JSON beside safetensors; tuples, int keys, None, bools and floats come back as they were."""
+    state = {"opt": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4)}},
+                     "param_groups": [{"params": [0], "betas": (0.9, 0.999), "lr": 0.1 / 3, "foreach": None,
+                                       "amsgrad": False}]},
+             "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
+             "odd": {"__tuple__": 1, (1, "a"): float("inf"), "nan": float("nan")}}
+    path = save_checkpoint(tmp_path, 7, {"w": torch.ones(2)}, state)
+    assert sorted(p.name for p in path.iterdir()) == ["state.json", "state.safetensors", "tensors.safetensors"]
+    json.loads((path / "state.json").read_text())  # plain JSON (no pickle anywhere)
+    _, loaded = load_checkpoint(path)
+    assert loaded["step"] == 7 and loaded["rng"]["python"] == random.getstate()
+    assert torch.equal(loaded["rng"]["torch"], state["rng"]["torch"])
+    group = loaded["opt"]["param_groups"][0]
+    assert group == state["opt"]["param_groups"][0] and isinstance(group["betas"], tuple)
+    assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], state["opt"]["state"][0]["exp_avg"])
+    assert loaded["odd"]["__tuple__"] == 1 and loaded["odd"][(1, "a")] == float("inf")
+    assert math.isnan(loaded["odd"]["nan"])
+
+
+def test_legacy_state_pt_checkpoints_still_load(tmp_path):
+    """Checkpoints written before state.json keep a state.pt, read with weights_only=True."""
+    path = save_checkpoint(tmp_path, 2, {"w": torch.ones(2)}, {"counters": {"bad_steps": 1}})
+    _, state = load_checkpoint(path)
+    torch.save(state, path / "state.pt")
+    (path / "state.json").unlink()
+    (path / "state.safetensors").unlink()
+    assert load_checkpoint(path)[1] == {"step": 2, "counters": {"bad_steps": 1}}
+    (path / "state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(KexueError, match=r"state\.pt is corrupt"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_seed_everything_refuses_what_numpy_would_reduce_or_reject(seed):
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32\)"):
+        seed_everything(seed)

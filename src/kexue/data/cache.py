@@ -9,6 +9,7 @@ matched, so "the marker is there" means "the set is complete".
 import os
 from pathlib import Path
 
+from kexue._fs import check_folder
 from kexue.errors import DataMissingError
 
 MARKER = ".kexue-fetched.json"  # per-set marker: package checksums verified and sha256 of each kept file
@@ -27,15 +28,19 @@ def data_dir(override: str | Path | None = None) -> Path:
     """The data cache folder: ``override`` > :func:`set_data_dir` > ``$KEXUE_DATA`` > ``$XDG_CACHE_HOME/kexue``.
 
     The folder is not created here; fetching creates it.
+
+    Raises:
+        ConfigError: the folder is a file or lies under one; the message names where the path came from.
     """
     if override is not None:
-        return Path(override).expanduser()
+        return check_folder(Path(override).expanduser(), "data folder (data_dir)")
     if _override is not None:
-        return _override
+        return check_folder(_override, "data folder (--data-dir)")
     if env := os.environ.get("KEXUE_DATA"):
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "kexue"
+        return check_folder(Path(env).expanduser(), "data folder (KEXUE_DATA)")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    cache = Path(xdg or Path.home() / ".cache").expanduser() / "kexue"
+    return check_folder(cache, "data folder (XDG_CACHE_HOME)" if xdg else "data folder")
 
 
 def dataset_dir(name: str, root: str | Path | None = None) -> Path:

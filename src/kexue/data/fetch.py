@@ -13,8 +13,8 @@ kexue runs with no network except the package registries, so every data set come
 Checksums are of the *extracted data files* (a folder's digest covers its file list and contents), never of the
 archives: a Debian rebuild changes the ``.deb`` bytes but not the data inside. Each set is built in a temporary
 folder inside the cache and moved into place only after its packages verified, with a marker file recording the
-package checksums and the sha256 of every kept file: :func:`is_available` only reads the marker,
-:func:`verify` re-hashes the files.
+package checksums, the sha256 of every kept output and the list of its files: :func:`is_available` only reads the
+marker, :func:`verify` re-hashes the files. A folder holding files that no fetch wrote is never replaced.
 
 Offline, a registry archive fetched by hand (the exact file names are in :class:`FetchError` messages) can be put
 into ``<data dir>/downloads/``; :func:`fetch` uses it instead of calling the registry client.
@@ -40,6 +40,7 @@ from typing import Literal
 
 import numpy as np
 
+from kexue._fs import ensure_folder
 from kexue._progress import progress
 from kexue.data import cache, corpus
 from kexue.data.cache import DOWNLOADS, MARKER
@@ -529,6 +530,39 @@ def _info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+def foreign_files(folder: Path) -> list[Path]:
+    """Files under a set's ``folder`` that no fetch wrote (a fetch replaces the folder, so it must not have any).
+
+    A fetched set's marker lists its files; a marker written before it did lists only the top-level outputs, and
+    everything under those counts as kexue's. Without a marker every file is foreign.
+
+    Returns:
+        The foreign files (``folder`` itself if it is a file), sorted; empty if ``folder`` does not exist.
+    """
+    if not folder.exists() and not folder.is_symlink():
+        return []
+    if not folder.is_dir():
+        return [folder]
+    marker = _read_marker(folder) or {}
+    files, outputs = set(marker.get("files", ())), set(marker.get("outputs", {}))
+    foreign = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_dir() and not path.is_symlink():
+            continue
+        owned = rel.as_posix() in files if "files" in marker else rel.parts[0] in outputs
+        if rel.as_posix() != MARKER and not owned:
+            foreign.append(path)
+    return foreign
+
+
+def _refuse_foreign(name: str, folder: Path) -> None:
+    if foreign := foreign_files(folder):
+        shown = ", ".join(map(str, foreign[:3])) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FetchError(f"data set {name!r}: {folder} holds files that kexue did not write ({shown}); move them "
+                         f"out of that folder, then run `kexue data fetch {name}` again")
+
+
 def is_available(name: str, data_dir: str | Path | None = None) -> bool:
     """Whether set ``name`` is fetched and was verified against the checksums in this version of kexue.
 
@@ -573,8 +607,10 @@ def fetch(names: list[str] | None = None, data_dir: str | Path | None = None, fo
     root = cache.data_dir(data_dir)
     infos = [_info(n) for n in (list(DATASETS) if names is None else names)]
     todo = [info for info in infos if force or not is_available(info.name, root)]
+    for info in todo:  # before any download: a set's folder is replaced whole, so it must hold only kexue's files
+        _refuse_foreign(info.name, root / info.name)
     if todo:
-        root.mkdir(parents=True, exist_ok=True)
+        ensure_folder(root, "data folder")
         # Inside the cache, so the final rename stays on one file system; removed whatever happens.
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as tmp:
             extracted: dict[str, Path] = {}  # shared: text and wordsim come from the same gensim wheel
@@ -601,9 +637,12 @@ def _fetch_one(info: DatasetInfo, root: Path, tmp: Path, extracted: dict[str, Pa
             errors.append(str(err))
             continue
         outputs = {p.name: digest(p) for p in sorted(stage.iterdir())}
-        (stage / MARKER).write_text(json.dumps({"inputs": _inputs(source), "outputs": outputs}, indent=1))
+        files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if not p.is_dir())
+        (stage / MARKER).write_text(json.dumps({"inputs": _inputs(source), "outputs": outputs, "files": files},
+                                               indent=1))
         target = root / info.name
-        if target.exists():  # two renames: the old copy is moved aside, then the new one takes its place
+        _refuse_foreign(info.name, target)  # again: files may have appeared during the download
+        if target.exists():  # two renames: the old copy (kexue's files only) is moved aside, the new one goes in
             target.rename(tmp / f"old-{info.name}")
         stage.rename(target)
         return

@@ -115,16 +115,30 @@ def load_mnist(split: str = "train", data_dir: str | Path | None = None) -> tupl
     Returns:
         uint8 images ``[N, 28, 28]`` (0 = background) and int64 labels ``[N]`` in 0..9, in the original order.
     """
-    if split not in _SPLIT_FILES:
-        raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, _SPLIT_FILES))}")
-    return _load_split(dataset_dir("mnist", data_dir), split)
+    return _cached_split("mnist", split, data_dir)
 
 
 def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST from the data cache (``kexue data fetch fashion-mnist``); same layout as :func:`load_mnist`."""
+    return _cached_split("fashion-mnist", split, data_dir)
+
+
+def _cached_split(name: str, split: str, data_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """A split of a cached 28x28, 10-class IDX set, checked: a damaged cache is one clear error, not an
+    ``IndexError`` deep in training."""
     if split not in _SPLIT_FILES:
         raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, _SPLIT_FILES))}")
-    return _load_split(dataset_dir("fashion-mnist", data_dir), split)
+    directory = dataset_dir(name, data_dir)
+    hint = f"the cached copy of {name!r} is damaged: run `kexue data fetch {name} --force`"
+    try:
+        images, labels = _load_split(directory, split)
+    except (IdxFormatError, FileNotFoundError) as err:
+        raise IdxFormatError(f"{err}; {hint}") from None
+    if images.shape[1:] != (28, 28) or (len(labels) and (labels.min() < 0 or labels.max() > 9)):
+        found = f"labels {labels.min()}..{labels.max()}" if len(labels) else "no labels"
+        raise IdxFormatError(f"{directory}: {split} split must hold 28x28 images with labels 0..9, found images "
+                             f"{images.shape[1:]} and {found}; {hint}")
+    return images, labels
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kexue._fs import read_jsonl, torn_tail, write_text_atomic
 from kexue.errors import KexueError
 
 _CSS = """
@@ -95,8 +96,23 @@ column-gap:1.8em;row-gap:0;align-items:start}.card>*{grid-column:1;margin:0 0 .6
 """
 
 
+# ``status.json`` of every run directory kexue creates carries this ``format`` field: ``kexue report`` re-renders
+# (overwrites report.md / report.html in) only folders that have it, never a folder kexue did not create.
+RUN_FORMAT = "kexue-run/1"
+
+
 def _read_json(path: Path, default: Any) -> Any:
-    return json.loads(path.read_text()) if path.exists() else default
+    """The JSON in ``path`` (``default`` if there is none), which must be of ``default``'s type."""
+    if not path.exists():
+        return default
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise KexueError(f"{path} is not valid JSON ({err}); restore it or start a new run") from None
+    if not isinstance(value, type(default)):
+        raise KexueError(f"{path} holds a JSON {type(value).__name__}, expected a {type(default).__name__}; "
+                         "restore it or start a new run")
+    return value
 
 
 def _inline_html(text: str) -> str:
@@ -185,27 +201,61 @@ def _summary_html(summary: dict) -> str:
     return _html_table(_SUMMARY_HEADER, rows, classes)
 
 
-def load_run(run_dir: str | Path) -> dict:
-    """Everything a report shows, read from ``run_dir``.
+def read_status(run_dir: str | Path) -> dict:
+    """``status.json`` of a run directory kexue created.
 
     Raises:
-        KexueError: if ``run_dir`` is not a run directory (no ``config.json``).
+        KexueError: ``run_dir`` has no ``config.json``, or no ``status.json`` with kexue's :data:`RUN_FORMAT`
+            (then it is not a folder kexue created, and nothing in it may be overwritten), or it is not JSON.
     """
     path = Path(run_dir)
     if not (path / "config.json").is_file():
         raise KexueError(f"{path} is not a kexue run directory (no config.json)")
-    metrics_path = path / "metrics.jsonl"
-    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
-        if metrics_path.exists() else []
+    status = _read_json(path / "status.json", {})
+    if status.get("format") != RUN_FORMAT:
+        raise KexueError(f"{path} is not a kexue run directory (no status.json with format {RUN_FORMAT!r}); "
+                         "kexue only writes into run folders that it created")
+    return status
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """Everything a report shows, read from ``run_dir``.
+
+    Raises:
+        KexueError: ``run_dir`` is not a run directory kexue created (no ``config.json``, or no ``status.json`` with
+            kexue's :data:`RUN_FORMAT`), or one of its files is not valid JSON (a torn last line of
+            ``metrics.jsonl``, what a crash during an append leaves, is left out instead).
+    """
+    path = Path(run_dir)
+    status = read_status(path)
+    metrics, bad = read_jsonl(path / "metrics.jsonl")
+    if bad and bad != [torn_tail(path / "metrics.jsonl")]:
+        raise KexueError(f"{path / 'metrics.jsonl'} has {len(bad)} line(s) that are not JSON objects, the first: "
+                         f"{bad[0][:60]!r}; `kexue run NAME --resume {path}` moves them to metrics.dropped.jsonl")
+    summary, blocks = _read_json(path / "summary.json", {}), _read_json(path / "report.json", [])
+    for where, items, ok in (("summary.json", summary.values(), lambda e: isinstance(e, dict)),
+                             ("report.json", blocks, _is_block)):
+        if bad_item := next((item for item in items if not ok(item)), None):
+            raise KexueError(f"{path / where} holds {str(bad_item)[:60]!r}, which kexue did not write there; "
+                             "restore it or start a new run")
     return {
         "path": path,
         "config": _read_json(path / "config.json", {}),
         "env": _read_json(path / "env.json", {}),
-        "status": _read_json(path / "status.json", {"status": "unknown"}),
-        "summary": _read_json(path / "summary.json", {}),
-        "blocks": _read_json(path / "report.json", []),
+        "status": status,
+        "summary": summary,
+        "blocks": blocks,
         "metrics": metrics,
     }
+
+
+_BLOCK_KEYS = {"section": ("title",), "text": ("text",), "table": ("header", "rows"), "figure": ("path",)}
+
+
+def _is_block(block: Any) -> bool:
+    """Whether ``block`` is a report block as :class:`~kexue.experiments.rundir.Run` writes them."""
+    keys = _BLOCK_KEYS.get(block.get("type")) if isinstance(block, dict) else None
+    return keys is not None and all(k in block for k in keys)
 
 
 def headline_figure(run: dict) -> str | None:
@@ -297,9 +347,8 @@ def render_report(run_dir: str | Path) -> Path:
     """(Re-)write ``report.md`` and ``report.html`` in ``run_dir``; returns the HTML path."""
     run = load_run(run_dir)
     path = run["path"]
-    (path / "report.md").write_text(render_markdown(run))
-    (path / "report.html").write_text(render_html(run))
-    return path / "report.html"
+    write_text_atomic(path / "report.md", render_markdown(run))
+    return write_text_atomic(path / "report.html", render_html(run))
 
 
 # --- tour index --------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from kexue._progress import progress
+from kexue.errors import ConfigError
 from kexue.eval.likelihood import importance_weighted_nll
 from kexue.eval.plots import image_grid, subplots
 from kexue.losses.vae import adamax, group_kl, warmup_cosine_schedule
@@ -59,7 +60,8 @@ def train(model: NVAE, cfg: Any, run: Any, images: torch.Tensor, *, binarize: bo
     n = len(images)
     world_batch = cfg.batch_size * dist.world_size
     if n < world_batch:
-        raise ValueError(f"{n} training images are fewer than one batch of {world_batch}")
+        raise ConfigError(f"{n} training images are fewer than one batch of {world_batch} (batch_size="
+                          f"{cfg.batch_size} x {dist.world_size} processes); lower batch_size or use more images")
     steps_per_epoch = n // world_batch
     total = max(1, round(cfg.epochs * steps_per_epoch))
     warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from kexue._progress import progress
 from kexue.eval.plots import subplots
-from kexue.experiments.config import ExperimentConfig, param
+from kexue.experiments.config import ExperimentConfig, check_divisible, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import ModelRun, Run
 from kexue.models.transformer import Transformer, TransformerConfig
@@ -46,6 +46,9 @@ class Config(ExperimentConfig):
     eval_batch: int = param(512, "sequences for the final accuracies", min=1)
     checkpoint_every: int = param(1000, "steps between checkpoints (0 = only the start)", min=0)
     log_every: int = param(50, "steps between logged losses", min=1)
+
+    def check(self) -> None:
+        check_divisible(self, "dim", "heads")
 
 
 def _batch(cfg: Config, n: int, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from kexue._progress import progress
 from kexue.data import load_mnist
 from kexue.eval.plots import image_grid, subplots
-from kexue.experiments.config import ExperimentConfig, param
+from kexue.experiments.config import ExperimentConfig, check_divisible, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import ModelRun, Run
 from kexue.models.transformer import Transformer, TransformerConfig
@@ -50,6 +50,9 @@ class Config(ExperimentConfig):
     gen_batch_nocache: int = param(16, "images generated at once by softmax without a cache", min=2)
     checkpoint_every: int = param(5000, "steps between checkpoints (0 = only the start)", min=0)
     log_every: int = param(50, "steps between logged losses", min=1)
+
+    def check(self) -> None:
+        check_divisible(self, "dim", "heads")
 
 
 def _sequences(images: np.ndarray, size: int) -> torch.Tensor:

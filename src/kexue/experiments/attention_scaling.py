@@ -30,7 +30,8 @@ from kexue.profiling import peak_bytes_many
 class Config(ExperimentConfig):
     lengths: tuple[int, ...] = param((128, 256, 512, 1024, 2048, 4096, 8192, 16384),
                                      "sequence lengths N for every method", min=2)
-    linear_lengths: tuple[int, ...] = param((32768, 65536), "extra lengths for the linear forms only", min=2)
+    linear_lengths: tuple[int, ...] = param((32768, 65536), "extra lengths for the linear forms only", min=2,
+                                             allow_empty=True)
     heads: int = param(8, "attention heads H", min=1)
     head_dim: int = param(64, "head size d = M", min=1)
     repeats: int = param(5, "timed calls per point (median reported)", min=1)

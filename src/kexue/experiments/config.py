@@ -6,6 +6,7 @@ Every experiment's config is a dataclass deriving from :class:`ExperimentConfig`
 """
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,17 +16,30 @@ from kexue.errors import ConfigError
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple | None = None) -> Any:
-    """Declare a config field with its help text and allowed values (inclusive ``min``/``max``, or ``choices``)."""
-    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+          choices: tuple | None = None, allow_empty: bool = False, allow_nonfinite: bool = False) -> Any:
+    """Declare a config field with its help text and allowed values (inclusive ``min``/``max``, or ``choices``).
+
+    Args:
+        allow_empty: a tuple field may be empty (by default it needs at least one item).
+        allow_nonfinite: a float field may be NaN or +-inf (by default only finite numbers pass).
+    """
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices,
+                                            "allow_empty": allow_empty, "allow_nonfinite": allow_nonfinite})
 
 
 @dataclass
 class ExperimentConfig:
-    """Fields every experiment has. Subclasses add their own with :func:`param`."""
+    """Fields every experiment has. Subclasses add their own with :func:`param`, and override :meth:`check` for
+    constraints between fields."""
 
-    seed: int = param(0, "random seed for python, numpy and torch", min=0)
+    # NumPy's global seed is 32-bit: a larger seed would be silently reduced modulo 2**32.
+    seed: int = param(0, "random seed for python, numpy and torch", min=0, max=2**32 - 1)
     device: str = param("cpu", "where tensors live", choices=("cpu", "cuda"))
+    max_rollbacks: int = param(5, "NaN guard: rollbacks to the last checkpoint before the run stops as failed",
+                               min=0)
+
+    def check(self) -> None:
+        """Constraints between fields (each field's own range is checked already); raise :class:`ConfigError`."""
 
 
 def config_fields(cfg_or_cls: Any) -> dict[str, tuple[Any, dict]]:
@@ -66,6 +80,25 @@ def _parse(text: str, tp: Any) -> Any:
     raise TypeError(f"cannot parse a value of type {tp}")
 
 
+def _coerce(value: Any, tp: Any) -> Any:
+    """Check a Python value (an API override, a saved config.json entry) against ``tp``; lists become tuples and
+    ints become floats where a float is declared. Raises ``ValueError`` if it is not of the type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in typing.get_args(tp) if a is not type(None)))
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0]) for v in value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (bool, int, str) and type(value) is tp:
+        return value
+    raise ValueError(f"expected a {tp.__name__}, got {value!r}")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -76,10 +109,14 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_value(cls: type, key: str, value: Any, meta: dict) -> None:
+    if isinstance(value, tuple) and not value and not meta.get("allow_empty"):
+        raise ConfigError(f"{key} is empty; give at least one value, comma-separated (valid keys: {_valid_keys(cls)})")
     items = value if isinstance(value, tuple) else (value,)
     for item in items:
         if item is None:
             continue
+        if isinstance(item, float) and not math.isfinite(item) and not meta.get("allow_nonfinite"):
+            raise ConfigError(f"{key}={item!r} is not a finite number (valid keys: {_valid_keys(cls)})")
         if meta.get("choices") is not None and item not in meta["choices"]:
             choices = ", ".join(map(str, meta["choices"]))
             raise ConfigError(f"{key}={item!r} is not one of: {choices} (valid keys: {_valid_keys(cls)})")
@@ -91,9 +128,11 @@ def _check_value(cls: type, key: str, value: Any, meta: dict) -> None:
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Check every field of ``cfg`` against its declared range or choices; return ``cfg``."""
+    """Check every field of ``cfg`` against its declared range or choices, then :meth:`~ExperimentConfig.check`
+    the constraints between fields; return ``cfg``."""
     for key, (_, meta) in config_fields(cfg).items():
         _check_value(type(cfg), key, getattr(cfg, key), meta)
+    cfg.check()
     return cfg
 
 
@@ -122,15 +161,11 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
         if key not in fields:
             raise ConfigError(f"unknown key {key!r} for {cls.__name__} (valid keys: {_valid_keys(cls)})")
         tp, _ = fields[key]
-        if isinstance(raw, str):
-            try:
-                value = _parse(raw, tp)
-            except (ValueError, TypeError):
-                raise ConfigError(f"{key}={raw!r} is not a valid {_type_name(tp)} "
-                                  f"(valid keys: {_valid_keys(cls)})") from None
-        else:
-            value = tuple(raw) if isinstance(raw, list) else raw
-        changes[key] = value
+        try:
+            changes[key] = _parse(raw, tp) if isinstance(raw, str) else _coerce(raw, tp)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{key}={raw!r} is not a valid {_type_name(tp)} "
+                              f"(valid keys: {_valid_keys(cls)})") from None
     return validate(dataclasses.replace(cfg, **changes))
 
 
@@ -141,3 +176,19 @@ def describe(cls: type) -> list[tuple[str, str, str, str]]:
         tp, meta = config_fields(cls)[f.name]
         rows.append((f.name, _type_name(tp), repr(f.default), meta.get("help", "")))
     return rows
+
+
+def check_subset_holds_a_batch(cfg: ExperimentConfig, subset: str, batch: str) -> None:
+    """For :meth:`ExperimentConfig.check`: a non-zero ``subset`` (0 = the whole set) holds at least one ``batch``."""
+    n, size = getattr(cfg, subset), getattr(cfg, batch)
+    if n and n < size:
+        raise ConfigError(f"{subset}={n} is smaller than one batch ({batch}={size}); use {subset}=0 (all) or at "
+                          f"least {size}, or lower {batch}")
+
+
+def check_divisible(cfg: ExperimentConfig, key: str, by: str) -> None:
+    """For :meth:`ExperimentConfig.check`: field ``key`` is a multiple of field ``by`` (e.g. width by heads)."""
+    value, divisor = getattr(cfg, key), getattr(cfg, by)
+    if value % divisor:
+        raise ConfigError(f"{key}={value} is not a multiple of {by}={divisor}; choose {key} and {by} so that "
+                          f"{by} divides {key}")

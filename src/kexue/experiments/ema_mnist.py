@@ -17,8 +17,9 @@ from torch import nn
 
 from kexue._progress import progress
 from kexue.data import load_mnist
+from kexue.errors import ConfigError
 from kexue.eval.plots import subplots
-from kexue.experiments.config import ExperimentConfig, param
+from kexue.experiments.config import ExperimentConfig, check_subset_holds_a_batch, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
 from kexue.train.data import epoch_order
@@ -38,6 +39,9 @@ class Config(ExperimentConfig):
     train_subset: int = param(0, "use only this many training images (0 = all 60,000)", min=0)
     test_subset: int = param(0, "use only this many test images (0 = all 10,000)", min=0)
     checkpoint_every: int = param(0, "checkpoint every this many steps (0 = at each evaluation)", min=0)
+
+    def check(self) -> None:
+        check_subset_holds_a_batch(self, "train_subset", "batch_size")
 
 
 def make_cnn(width: int) -> nn.Sequential:
@@ -71,6 +75,8 @@ def run(cfg: Config, run: Run) -> dict:
     x_test, y_test = _tensors("test", cfg.test_subset, run.device)
     n = len(x_train)
     steps_per_epoch = n // cfg.batch_size
+    if not steps_per_epoch:
+        raise ConfigError(f"batch_size={cfg.batch_size} is more than the {n} training images; lower batch_size")
     total = cfg.epochs * steps_per_epoch
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
 

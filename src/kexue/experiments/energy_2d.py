@@ -50,7 +50,7 @@ class Config(ExperimentConfig):
     methods: tuple[str, ...] = param(METHODS, "models to train: MEG, the MI-off ablation, the WGAN-GP baseline",
                                      choices=METHODS)
     compare_on: tuple[str, ...] = param(TOY_SETS, "data sets on which the methods other than MEG train too",
-                                        choices=TOY_SETS)
+                                        choices=TOY_SETS, allow_empty=True)
     steps: int = param(100_000, "generator iterations per model (the official toy runs)", min=1)
     n_critic: int = param(5, "energy (critic) updates per generator update", min=1)
     batch_size: int = param(256, "real and generated points per update", min=2)

@@ -16,7 +16,7 @@ import torch
 from kexue.data import load_emoji, load_fashion_mnist
 from kexue.eval.likelihood import bits_per_dim
 from kexue.experiments import _nvae
-from kexue.experiments.config import ExperimentConfig, param
+from kexue.experiments.config import ExperimentConfig, check_subset_holds_a_batch, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
 from kexue.models.nvae import NVAE, count_parameters, latent_dims, quantize
@@ -67,6 +67,9 @@ class Config(ExperimentConfig):
     num_samples: int = param(36, "samples per temperature in the figure", min=1, max=256)
     bn_batches: int = param(500, "prior batches for BN re-estimation", min=1)
     bn_batch_size: int = param(16, "prior samples per BN re-estimation batch", min=2)
+
+    def check(self) -> None:
+        check_subset_holds_a_batch(self, "train_subset", "batch_size")
 
 
 def load(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from kexue.experiments.rundir import Run
 @dataclass
 class Config(base.Config):
     ablations: tuple[str, ...] = param((), "models trained beside O-GAN: 'gan-qp' (λ₂ = 0), 'mse' (MSE instead of "
-                                       "−ρ)", choices=base.ABLATIONS)
+                                       "−ρ)", choices=base.ABLATIONS, allow_empty=True)
     ema_decay: float = param(0.999, "EMA decay of the weights of E and G (the official 256-px script: 0.999)",
                              min=0.5, max=0.99999)
 

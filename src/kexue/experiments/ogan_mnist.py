@@ -67,7 +67,7 @@ class Config(ExperimentConfig):
     qp_weight: float = param(0.25, "weight of GAN-QP's quadratic term over the per-pixel MSE (official: 0.25)",
                              min=1e-6, max=100.0)
     ablations: tuple[str, ...] = param(ABLATIONS, "models trained beside O-GAN: 'gan-qp' (λ₂ = 0), 'mse' (MSE "
-                                       "instead of −ρ)", choices=ABLATIONS)
+                                       "instead of −ρ)", choices=ABLATIONS, allow_empty=True)
     ema_decay: float = param(0.0, "EMA decay of the weights of E and G, 0 = none", min=0.0, max=0.99999)
     kid_subsets: int = param(50, "KID subsets (of min(1000, eval_samples) images)", min=1)
     recon_scale: float = param(0.9, "truncation factor of reconstructions (official sample_ae: 0.9)", min=0.01,

@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kexue._fs import drop_jsonl_lines, ensure_folder, write_text_atomic
 from kexue.errors import ConfigError
+from kexue.eval.report import RUN_FORMAT, read_status
 
 _ID = re.compile(r"^(\d{5})-")
 
@@ -41,9 +44,12 @@ def _slug(text: str, limit: int = 48) -> str:
 
 
 def create_run_dir(out: str | Path, label: str) -> Path:
-    """Create ``out/NNNNN-label/`` with the next free id; never reuses an existing folder."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Create ``out/NNNNN-label/`` with the next free id; never reuses an existing folder.
+
+    Raises:
+        ConfigError: ``out`` is a file, lies under a file, or cannot be created or written.
+    """
+    out = ensure_folder(out, "output folder (--out)")
     while True:
         ids = [int(m.group(1)) for p in out.iterdir() if (m := _ID.match(p.name))]
         path = out / f"{(max(ids) + 1) if ids else 0:05d}-{label}"
@@ -112,9 +118,12 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON atomically (temp file + rename), so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def write_status(run_dir: Path, status: str, **fields: Any) -> None:
+    """Write ``status.json`` (``running``, ``done`` or ``failed``) with kexue's run marker (:data:`RUN_FORMAT`)."""
+    write_json(Path(run_dir) / "status.json", {"format": RUN_FORMAT, "status": status, **fields})
 
 
 class Run:
@@ -126,7 +135,8 @@ class Run:
         seed: the seed already applied to every RNG.
     """
 
-    def __init__(self, path: Path, device: str, seed: int) -> None:
+    def __init__(self, path: Path, device: str, seed: int, *, on_first_write: Callable[[], None] | None = None
+                 ) -> None:
         self.path = Path(path)
         self.device = torch.device(device)
         self.seed = seed
@@ -134,14 +144,35 @@ class Run:
         self.checkpoints = self.path / "checkpoints"
         self._blocks: list[dict] = []
         self._summary: dict[str, dict] = {}
+        self._on_first_write = on_first_write
+
+    @property
+    def written(self) -> bool:
+        """Whether this handle wrote into the run (a reopened run: whether its state changed since it was read)."""
+        return self._on_first_write is None
+
+    def _write(self) -> None:
+        if self._on_first_write is not None:
+            first, self._on_first_write = self._on_first_write, None
+            first()
 
     # --- metrics --------------------------------------------------------------------------------------------
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Append one JSON line to ``metrics.jsonl`` (values may be floats, tensors, lists)."""
         record = {"step": step, **metrics} if step is not None else metrics
+        self._write()
         with open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(_jsonable(record)) + "\n")
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Move the lines of ``metrics.jsonl`` logged after ``step`` to ``metrics.dropped.jsonl`` (a resume or a
+        NaN-guard rollback replays those steps, and the log should read as one uninterrupted run)."""
+        self._drop_metrics(lambda r: r.get("step") is not None and r["step"] > step)
+
+    def _drop_metrics(self, drop: Callable[[dict], bool]) -> None:
+        self._write()
+        drop_jsonl_lines(self.path / "metrics.jsonl", drop, self.path / "metrics.dropped.jsonl")
 
     def summary(self, name: str, value: float, *, bar: float | None = None, direction: str = "max",
                 paper: float | None = None, note: str = "") -> None:
@@ -161,12 +192,14 @@ class Run:
             met = False
         self._summary[name] = {"value": value, "bar": bar, "direction": direction, "paper": paper, "met": met,
                                "note": note}
+        self._write()
         write_json(self.path / "summary.json", self._summary)
 
     # --- report blocks --------------------------------------------------------------------------------------
 
     def _add(self, block: dict) -> None:
         self._blocks.append(block)
+        self._write()
         write_json(self.path / "report.json", self._blocks)
 
     def section(self, title: str) -> None:
@@ -193,6 +226,7 @@ class Run:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ValueError(f"figure name must be letters, digits, '_' or '-', got {name!r}")
         path = self.figures / f"{name}.png"
+        self._write()
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         self._add({"type": "figure", "path": f"figures/{name}.png", "caption": caption, "headline": headline})
@@ -209,32 +243,44 @@ def start_run(out: str | Path, name: str, cfg: Any, overrides: dict[str, Any], a
     write_json(path / "config.json", {"experiment": name, **asdict(cfg)})
     (path / "argv.txt").write_text(" ".join(argv if argv is not None else sys.argv) + "\n")
     write_json(path / "env.json", collect_env(cfg.device))
-    write_json(path / "status.json", {"status": "running", "started": time.time()})
+    write_status(path, "running", started=time.time())
     return Run(path, cfg.device, cfg.seed)
 
 
 def reopen_run(path: str | Path, cfg: Any, argv: list[str] | None) -> Run:
-    """Reopen an existing run directory to resume it (``--resume``): argv appended, status back to running.
+    """Reopen an existing run directory to resume it (``--resume``).
 
-    The config must already have been checked against the run's ``config.json`` (``runner.resume_config``).
+    Nothing is written until the run's first write (a log line, a summary, a report block, a figure): only then
+    are argv appended, the status set back to running, and the lines of ``metrics.jsonl`` that are not JSON (an
+    append torn by a crash, said in one line on stderr) or a finished run's ``final`` line moved to
+    ``metrics.dropped.jsonl``. So a resume that fails before (a damaged checkpoint, missing data) leaves the run as
+    it was. The config must already have been checked against the run's ``config.json``
+    (``runner.resume_config``).
     """
     path = Path(path)
-    previous = json.loads((path / "status.json").read_text()) if (path / "status.json").is_file() else {}
-    with open(path / "argv.txt", "a") as fh:
-        fh.write(" ".join(argv if argv is not None else sys.argv) + "\n")
-    (path / "figures").mkdir(exist_ok=True)
-    (path / "checkpoints").mkdir(exist_ok=True)
-    write_json(path / "status.json", {"status": "running", "started": time.time(),
-                                      "resumed": int(previous.get("resumed", 0)) + 1})
-    return Run(path, cfg.device, cfg.seed)
+    previous = read_status(path)
+
+    def reopen() -> None:
+        # A finished run's final line goes (the resumed run writes its own), and so does a torn last line.
+        _, torn = drop_jsonl_lines(path / "metrics.jsonl", lambda r: bool(r.get("final")),
+                                   path / "metrics.dropped.jsonl")
+        if torn:
+            print(f"kexue: {path / 'metrics.jsonl'}: moved {torn} torn line(s) (a crash during an append) to "
+                  "metrics.dropped.jsonl", file=sys.stderr)
+        with open(path / "argv.txt", "a") as fh:
+            fh.write(" ".join(argv if argv is not None else sys.argv) + "\n")
+        (path / "figures").mkdir(exist_ok=True)
+        (path / "checkpoints").mkdir(exist_ok=True)
+        write_status(path, "running", started=time.time(), resumed=int(previous.get("resumed", 0)) + 1)
+
+    return Run(path, cfg.device, cfg.seed, on_first_write=reopen)
 
 
 class ModelRun:
     """One of several models trained in one run, as :class:`~kexue.train.runtime.Runtime` sees it.
 
-    Its checkpoints go to ``checkpoints/<name>/`` and its log lines are tagged ``{key: name}``. Its ``path`` is that
-    checkpoint folder, not the run's, so resuming one model never drops another model's lines from ``metrics.jsonl``
-    (nor this model's: lines logged after its last checkpoint stay, and repeat).
+    Its checkpoints go to ``checkpoints/<name>/`` and its log lines are tagged ``{key: name}``, so resuming or
+    rolling back one model drops only this model's lines logged after the step it goes back to.
     """
 
     def __init__(self, run: Run, name: str, key: str = "model") -> None:
@@ -244,11 +290,19 @@ class ModelRun:
     def log(self, step: int | None = None, **metrics: Any) -> None:
         self.run.log(step, **{self.key: self.name}, **metrics)
 
+    def drop_metrics_after(self, step: int) -> None:
+        """:meth:`Run.drop_metrics_after` for this model's lines only."""
+        self.run._drop_metrics(lambda r: r.get(self.key) == self.name and r.get("step") is not None
+                               and r["step"] > step)
+
 
 class RankRun(Run):
     """The run handle of DDP ranks other than 0: the same interface, and it writes nothing."""
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
+        pass
+
+    def _drop_metrics(self, drop: Callable[[dict], bool]) -> None:
         pass
 
     def summary(self, name: str, value: float, **kwargs: Any) -> None:

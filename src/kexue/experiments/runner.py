@@ -1,6 +1,7 @@
 """Resolve an experiment's config and run it into a fresh run directory."""
 
 import json
+import os
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -8,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from kexue.errors import ConfigError
+from kexue.eval.report import read_status
 from kexue.experiments.config import ExperimentConfig, apply_overrides, validate
 from kexue.experiments.registry import Experiment, get
-from kexue.experiments.rundir import RankRun, reopen_run, start_run, write_json
+from kexue.experiments.rundir import RankRun, reopen_run, start_run, write_status
 from kexue.train import distributed
+from kexue.train.checkpoint import list_checkpoints, load_checkpoint
 from kexue.train.seed import seed_everything
 
 
@@ -41,7 +44,13 @@ def resume_config(run_dir: str | Path, exp: Experiment, overrides: dict[str, Any
         raise ConfigError(f"cannot resume: run directory {path} does not exist")
     if not (path / "config.json").is_file():
         raise ConfigError(f"cannot resume: {path} has no config.json (not a kexue run directory)")
-    saved = json.loads((path / "config.json").read_text())
+    read_status(path)  # a folder that kexue created, or an error
+    try:
+        saved = json.loads((path / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot resume: {path / 'config.json'} is not valid JSON ({err})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"cannot resume: {path / 'config.json'} is not a JSON object")
     name = saved.pop("experiment", None)
     if name != exp.name:
         raise ConfigError(f"cannot resume: {path} is a run of {name!r}, not {exp.name!r}")
@@ -58,6 +67,19 @@ def resume_config(run_dir: str | Path, exp: Experiment, overrides: dict[str, Any
     return cfg
 
 
+def check_checkpoints(run_dir: str | Path) -> None:
+    """Load the newest checkpoint in every checkpoint folder of a run (``checkpoints/`` and its sub-folders, one
+    per model), so that a damaged one is an error before a resume touches the run.
+
+    Raises:
+        KexueError: a newest checkpoint is missing files, truncated or corrupt; the message names it.
+    """
+    for folder, subdirs, _ in os.walk(Path(run_dir) / "checkpoints"):
+        subdirs[:] = [d for d in subdirs if not d.startswith(("step-", "."))]  # checkpoints, temp folders
+        if found := list_checkpoints(folder):
+            load_checkpoint(found[-1][1])
+
+
 @dataclass
 class RunResult:
     path: Path
@@ -65,6 +87,7 @@ class RunResult:
     metrics: dict
     seconds: float
     error: str | None = None
+    is_main: bool = True  # False on DDP ranks other than 0, which write nothing (and print nothing)
 
 
 def run_experiment(name: str, *, preset: str = "quick", overrides: dict[str, Any] | None = None,
@@ -86,6 +109,7 @@ def run_experiment(name: str, *, preset: str = "quick", overrides: dict[str, Any
     exp = get(name)
     if resume is not None:
         cfg = resume_config(resume, exp, overrides, seed, device)
+        check_checkpoints(resume)
     else:
         cfg = resolve_config(exp, preset, overrides, seed, device)
     label = dict(overrides or {})
@@ -102,21 +126,20 @@ def run_experiment(name: str, *, preset: str = "quick", overrides: dict[str, Any
         metrics = exp.run(cfg, run) or {}
     except BaseException as err:
         seconds = time.time() - start
-        if not dist.is_main:
+        if not dist.is_main or not run.written:  # a resume that failed before it changed anything: keep the run
             raise
         (run.path / "error.txt").write_text(traceback.format_exc())
         message = f"{type(err).__name__}: {err}"
-        write_json(run.path / "status.json", {"status": "failed", "seconds": seconds, "error": message,
-                                              "preset": preset})
+        write_status(run.path, "failed", seconds=seconds, error=message, preset=preset)
         render_report(run.path)
         if raise_errors or not isinstance(err, Exception):
             raise
         return RunResult(run.path, "failed", {}, seconds, message)
     seconds = time.time() - start
     if not dist.is_main:
-        return RunResult(run.path, "done", metrics, seconds)
+        return RunResult(run.path, "done", metrics, seconds, is_main=False)
     run.log(final=True, **metrics)
-    write_json(run.path / "status.json", {"status": "done", "seconds": seconds, "preset": preset})
+    write_status(run.path, "done", seconds=seconds, preset=preset)
     render_report(run.path)
     return RunResult(run.path, "done", metrics, seconds)
 

@@ -96,9 +96,13 @@ def run_tour(*, preset: str = "quick", only: list[str] | None = None, run_all: b
     The index is rewritten before and after each experiment, so it can be watched while the tour runs. A failing
     experiment is marked failed on its card and the tour goes on.
     """
-    from kexue.experiments.runner import run_experiment
+    from kexue.experiments.runner import resolve_config, run_experiment
 
-    plan = plan_tour(only, run_all)  # before creating anything, so a bad name leaves no folder behind
+    # Everything the user chose is checked before a folder exists: a bad name, preset, seed or device leaves none.
+    plan = plan_tour(only, run_all)
+    for _, name in plan:
+        if name is not None:
+            resolve_config(experiments()[name], preset, None, seed, device)
     tour_dir = create_run_dir(out, f"tour-{preset}")
     cards = []
     for number, name in plan:

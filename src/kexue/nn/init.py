@@ -306,6 +306,10 @@ def init_weight_(weight: torch.Tensor, scheme: str, gain: float | str | Callable
     _check_scheme(scheme)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; expected one of: {', '.join(DISTRIBUTIONS)}")
+    if not weight.is_floating_point():
+        raise ValueError(f"weight must be a floating-point tensor, got {weight.dtype}")
+    if weight.numel() == 0:  # a zero fan has no variance to match (and orthogonality means nothing)
+        raise ValueError(f"weight has no entries (shape {tuple(weight.shape)}); every size must be >= 1")
     fan_in, fan_out = fans(weight, groups)
     g = resolve_gain(gain)
     if scheme == "orthogonal":

@@ -15,17 +15,19 @@ What it guarantees:
 
 - **Checkpoints** hold the model, EMA, optimizer, scheduler, step, every RNG state (Python, NumPy, torch CPU and
   CUDA), the trainer's own ``extra`` state and the config; they are written atomically (temp folder + rename,
-  :func:`kexue.train.checkpoint.save_checkpoint`), loaded safely (safetensors, ``weights_only=True``), and only the
+  :func:`kexue.train.checkpoint.save_checkpoint`), stored without pickle (safetensors and JSON), and only the
   newest ``keep_last`` are kept. A checkpoint from a different config is refused with the keys that differ.
 - **Resume** restores all of that, so a run killed and resumed logs the same numbers as one never interrupted.
 - **NaN guard**: a step whose loss or gradients are not finite is skipped (gradients zeroed) and counted; after
   ``max_bad_steps`` consecutive bad steps the runtime rolls back to the last good checkpoint and multiplies the
-  learning rate by ``lr_factor``. Every action is logged (``event`` lines in ``metrics.jsonl``).
+  learning rate by ``lr_factor``; the log lines of the steps it will replay move to ``metrics.dropped.jsonl``, as
+  on resume. After ``max_rollbacks`` rollbacks (the config key of that name, else 5) the next one stops the run
+  with a :class:`~kexue.errors.KexueError` naming the step and the last finite loss, so a loss that stays NaN
+  cannot loop forever. Every action is logged (``event`` lines in ``metrics.jsonl``).
 - **DDP**: logging and writing happen on rank 0 only; the guard's decision is all-reduced so ranks stay in step.
 """
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -39,11 +41,13 @@ from kexue.train.checkpoint import list_checkpoints, load_checkpoint, prune_chec
 from kexue.train.distributed import DistInfo, any_true, barrier
 from kexue.train.ema import EMA, unwrap
 
+MAX_ROLLBACKS = 5  # NaN-guard rollbacks before a run stops, unless the config or the caller says otherwise
+
 # --- RNG state ------------------------------------------------------------------------------------------------------
 
 
 def rng_state() -> dict:
-    """Every global RNG's state in a form ``torch.load(weights_only=True)`` accepts."""
+    """Every global RNG's state as tensors, numbers and tuples (what a checkpoint's state may hold)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -92,6 +96,8 @@ class Runtime:
         keep_last: how many checkpoint folders to keep.
         max_bad_steps: consecutive non-finite steps before a rollback.
         lr_factor: learning-rate multiplier applied at each rollback.
+        max_rollbacks: rollbacks allowed before the run stops with an error; default: ``config["max_rollbacks"]``
+            if the config has that key, else :data:`MAX_ROLLBACKS`.
         check_grads: also require finite gradients (not only a finite loss).
         dist: this process's place under DDP; only rank 0 logs and writes.
         directory: checkpoint folder when ``run`` is None.
@@ -101,12 +107,17 @@ class Runtime:
                  optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | None = None,
                  scheduler: Any = None, ema: EMA | None = None,
                  every: int = 0, keep_last: int = 3, max_bad_steps: int = 3, lr_factor: float = 0.5,
-                 check_grads: bool = True, dist: DistInfo | None = None, directory: str | Path | None = None) -> None:
+                 max_rollbacks: int | None = None, check_grads: bool = True, dist: DistInfo | None = None,
+                 directory: str | Path | None = None) -> None:
         if run is None and directory is None:
             raise KexueError("Runtime needs a run or a checkpoint directory")
-        if keep_last < 1 or max_bad_steps < 1 or every < 0 or not 0 < lr_factor <= 1:
-            raise KexueError(f"Runtime: need keep_last >= 1, max_bad_steps >= 1, every >= 0, 0 < lr_factor <= 1 "
-                             f"(got {keep_last}, {max_bad_steps}, {every}, {lr_factor})")
+        if max_rollbacks is None:
+            max_rollbacks = (config or {}).get("max_rollbacks", MAX_ROLLBACKS)
+        if keep_last < 1 or max_bad_steps < 1 or every < 0 or not 0 < lr_factor <= 1 or max_rollbacks < 0:
+            raise KexueError(f"Runtime: need keep_last >= 1, max_bad_steps >= 1, every >= 0, 0 < lr_factor <= 1, "
+                             f"max_rollbacks >= 0 (got {keep_last}, {max_bad_steps}, {every}, {lr_factor}, "
+                             f"{max_rollbacks})")
+        self.max_rollbacks = max_rollbacks
         self.run, self.config = run, config
         self.directory = Path(directory) if directory is not None else run.checkpoints
         self.model, self.optimizer, self.scheduler, self.ema = model, optimizer, scheduler, ema
@@ -121,6 +132,8 @@ class Runtime:
         self.bad_streak = 0
         self.rollbacks = 0
         self.lr_scale = 1.0
+        self.last_finite: tuple[int, torch.Tensor | float] | None = None  # (step, loss) of the last finite step
+        self._undone = False  # a rollback undid the current step: its end_step neither advances nor logs
         self.last_checkpoint: Path | None = None
         self.resumed_from: int | None = None
 
@@ -210,27 +223,15 @@ class Runtime:
         self.load(latest)
         self.resumed_from = self.step
         self.last_checkpoint = latest
-        if self.run is not None and self.dist.is_main:
-            self._drop_metrics_after(self.step)
-            self._event("resume", path=latest.name)
+        self._drop_metrics_after()
+        self._event("resume", path=latest.name)
         barrier(self.dist)
         return True
 
-    def _drop_metrics_after(self, step: int) -> None:
-        path = self.run.path / "metrics.jsonl"
-        if not path.is_file():
-            return
-        keep, drop = [], []
-        for line in path.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            s = record.get("step")
-            (drop if (s is not None and s > step) or record.get("final") else keep).append(line)
-        if drop:
-            with open(self.run.path / "metrics.dropped.jsonl", "a") as fh:
-                fh.write("\n".join(drop) + "\n")
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
-            os.replace(tmp, path)
+    def _drop_metrics_after(self) -> None:
+        """Move the lines logged after the current step (work about to be replayed) out of ``metrics.jsonl``."""
+        if self.run is not None and self.dist.is_main:
+            self.run.drop_metrics_after(self.step)
 
     # --- the NaN guard -------------------------------------------------------------------------------------------
 
@@ -252,6 +253,7 @@ class Runtime:
         bad = any_true(not self._finite(loss), self.dist)
         if not bad:
             self.bad_streak = 0
+            self.last_finite = (self.step, loss.detach() if isinstance(loss, torch.Tensor) else loss)
             return True
         self.bad_steps += 1
         self.bad_streak += 1
@@ -263,7 +265,21 @@ class Runtime:
         return False
 
     def rollback(self) -> None:
-        """Reload the last good checkpoint and multiply the learning rate by ``lr_factor``."""
+        """Reload the last good checkpoint and multiply the learning rate by ``lr_factor``.
+
+        Raises:
+            KexueError: ``max_rollbacks`` rollbacks were done already; the message names the step and the last
+                finite loss.
+        """
+        if self.rollbacks >= self.max_rollbacks:
+            if self.last_finite is None:
+                last = "no finite loss since the run (re)started"
+            else:
+                at, loss = self.last_finite
+                last = f"last finite loss {float(torch.as_tensor(loss).float().mean()):.6g} at step {at}"
+            raise KexueError(f"NaN guard: non-finite loss or gradients at step {self.step} after "
+                             f"{self.rollbacks} rollback(s) (max_rollbacks={self.max_rollbacks}); {last}. Lower the "
+                             "learning rate or raise max_rollbacks")
         barrier(self.dist)
         latest = self.latest() if self.dist.is_main else None
         from kexue.train.distributed import broadcast_object
@@ -277,6 +293,8 @@ class Runtime:
         self.load(latest)
         self.bad_steps, self.rollbacks = counters
         self._set_lr_scale(scale)
+        self._drop_metrics_after()
+        self._undone = True
         self._event("rollback", to_step=self.step, from_step=bad_from, lr_scale=self.lr_scale,
                     rollbacks=self.rollbacks)
 
@@ -295,7 +313,14 @@ class Runtime:
     # --- the step -----------------------------------------------------------------------------------------------------
 
     def end_step(self, **metrics: Any) -> None:
-        """Advance the step counter, log ``metrics`` (rank 0), and checkpoint every ``every`` steps."""
+        """Advance the step counter, log ``metrics`` (rank 0), and checkpoint every ``every`` steps.
+
+        After a rollback (in this step's :meth:`check`) it does nothing: the step counter is the checkpoint's, and
+        the next step is the first one it replays.
+        """
+        if self._undone:
+            self._undone = False
+            return
         self.step += 1
         if metrics:
             self.log(**{k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)

@@ -11,16 +11,16 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generato
     """Seed every global RNG from ``seed`` and return a fresh ``torch.Generator`` seeded with it.
 
     Args:
-        seed: a non-negative integer.
+        seed: an integer in [0, 2**32).
         deterministic: also ask torch for deterministic kernels (slower; some ops then raise if they have none).
 
     Returns:
         A CPU generator seeded with ``seed``, for code that prefers explicit generators over global state.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32) (NumPy's seed is 32-bit), got {seed!r}")
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses; this interpreter's hash seed is already fixed
     if deterministic:

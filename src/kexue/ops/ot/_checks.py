@@ -4,16 +4,22 @@ import numpy as np
 import torch
 
 
-def check_points(x: torch.Tensor, y: torch.Tensor) -> None:
-    """``x``: ``[n, d]``, ``y``: ``[m, d]``, finite, same ``d``."""
+def check_points(x: torch.Tensor, y: torch.Tensor, ndim: int = 2) -> None:
+    """``x``: ``[n, d]``, ``y``: ``[m, d]`` (``ndim=1``: ``[n]`` and ``[m]``), floating point, non-empty, finite,
+    same ``d``."""
+    shape = "[num_points, dim]" if ndim == 2 else "[num_points]"
     for name, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2:
-            raise ValueError(f"{name} must be a 2-D tensor [num_points, dim], got "
+        if not isinstance(t, torch.Tensor) or t.dim() != ndim:
+            raise ValueError(f"{name} must be a {ndim}-D tensor {shape}, got "
                              f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if not t.is_floating_point():  # integer points would also make integer (zero) uniform weights
+            raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype} (use .float() or .double())")
         if t.shape[0] == 0:
             raise ValueError(f"{name} has no points")
         if not torch.isfinite(t).all():
             raise ValueError(f"{name} contains NaN or Inf")
+    if ndim == 1:
+        return
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
 

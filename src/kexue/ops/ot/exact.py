@@ -132,16 +132,13 @@ def wasserstein_1d(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = No
     Returns:
         Scalar tensor, differentiable w.r.t. points and weights.
     """
-    if x.dim() != 1 or y.dim() != 1:
-        raise ValueError(f"x and y must be 1-D, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    check_points(x, y, ndim=1)
     a = uniform_like(x.shape[0], x) if a is None else a
     b = uniform_like(y.shape[0], x) if b is None else b
     check_marginals(a, b, None)
     if a.shape[0] != x.shape[0] or b.shape[0] != y.shape[0]:
         raise ValueError(f"a and b must have one weight per point: got {a.shape[0]} and {b.shape[0]} weights for "
                          f"{x.shape[0]} and {y.shape[0]} points")
-    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-        raise ValueError("x or y contains NaN or Inf")
     # Signed mass on the merged support; the CDF difference is constant between consecutive support points.
     t = torch.cat([x, y])
     mass = torch.cat([a, -b])
