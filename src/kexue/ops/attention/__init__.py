@@ -1,14 +1,19 @@
 """Linear attention (post 6: kexue.fm/archives/7546, 8610; "Transformers are RNNs", arXiv 2006.16236).
 
-- :func:`linear_attention`: causal / non-causal, any feature map, key padding, fp32 accumulation.
+- :func:`linear_attention`: causal / non-causal (queries and keys of different lengths), any feature map, key
+  padding, fp32 accumulation; causal: initial and final states (prefill), packed sequences (``cu_seqlens``).
 - :func:`linear_attention_step`: the recurrent (RNN) form for decoding.
+- :func:`causal_dot_product`: the un-normalised causal product (fast-transformers' ``causal_dot_product``).
 - :mod:`.feature_maps`: elu+1, relu, Su's 1+cos, FAVOR+ random features, Efficient Attention.
 - :mod:`.causal`: the three tied causal forms (dense masked reference, chunked with a custom backward, recurrent).
 - :mod:`.efficient`: Efficient Attention with the exact causal prefix normaliser.
 """
 
 from kexue.ops.attention.causal import (
+    AttentionInputError,
     LinearAttentionState,
+    causal_dot_product,
+    causal_dot_product_dense,
     causal_linear_attention_chunked,
     causal_linear_attention_dense,
     causal_linear_attention_recurrent,
@@ -40,6 +45,7 @@ from kexue.ops.attention.linear import (
 
 __all__ = [
     "FEATURE_MAPS",
+    "AttentionInputError",
     "CosFeatureMap",
     "EfficientAttentionState",
     "EfficientFeatureMap",
@@ -48,6 +54,8 @@ __all__ = [
     "FeatureMap",
     "LinearAttentionState",
     "ReluFeatureMap",
+    "causal_dot_product",
+    "causal_dot_product_dense",
     "causal_linear_attention_chunked",
     "causal_linear_attention_dense",
     "causal_linear_attention_recurrent",
