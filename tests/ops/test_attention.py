@@ -1,5 +1,7 @@
 """kexue.ops.attention: linear attention forms tied together, forward and backward (spec linear-attention.md §5)."""
 
+import math
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from kexue.ops.attention import (
     causal_dot_product_dense,
     causal_linear_attention_chunked,
     causal_linear_attention_dense,
+    empty_cache,
     get_feature_map,
     linear_attention,
     linear_attention_step,
@@ -570,6 +573,68 @@ def test_packed_chunked_gradcheck():
         return out, st.s, st.z
 
     assert torch.autograd.gradcheck(f, tuple(t.requires_grad_() for t in leaves))
+
+
+# --- the default path: elu fused into the chunked op, scratch blocks reused --------------------------------------
+
+
+def test_fused_elu_path_equals_dense_on_strided_padded_inputs_fwd_bwd():
+    # q, k, v as a layer makes them (permuted views of one projection), N = 37 not a multiple of the chunk: the fused
+    # map writes elu(x) + 1 into its own blocks; equal to the dense reference forward and backward, and gradcheck.
+    g = torch.Generator().manual_seed(11)
+    qkv = torch.randn(2, 37, 3, 3, 5, generator=g, dtype=torch.float64)  # [B, N, 3, H, d]
+    (w_out,) = _loss_weights((2, 3, 37, 5))
+
+    def grads(**kw):
+        base = qkv.clone().requires_grad_()
+        q, k, v = base.permute(2, 0, 3, 1, 4)  # [B, H, N, d] views, not contiguous
+        out = linear_attention(q, k, v, causal=True, chunk_size=8, **kw)
+        (out * w_out).sum().backward()
+        return out.detach(), base.grad
+
+    for a, b in zip(grads(), grads(impl="dense"), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    leaves = tuple(t.clone().requires_grad_() for t in _inputs(b=1, h=2, n=9, d=3, m=2, dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda q, k, v: linear_attention(q, k, v, causal=True, chunk_size=4), leaves)
+
+
+def test_second_backward_through_a_retained_graph_recomputes_the_scratch():
+    q, k, v = (t.requires_grad_() for t in _inputs(dtype=torch.float64))
+    out = linear_attention(q, k, v, causal=True, chunk_size=8)
+    out.backward(torch.ones_like(out), retain_graph=True)
+    first = [t.grad.clone() for t in (q, k, v)]
+    linear_attention(*(t.detach().requires_grad_() for t in (q, k, v)), causal=True, chunk_size=8).sum().backward()
+    for t in (q, k, v):
+        t.grad = None
+    out.backward(torch.ones_like(out))
+    for a, t in zip(first, (q, k, v), strict=True):
+        torch.testing.assert_close(t.grad, a, rtol=1e-12, atol=1e-12)
+
+
+def test_scratch_blocks_are_reused_from_the_second_step_and_freed_by_empty_cache(monkeypatch):
+    from kexue.ops.attention import causal
+
+    empty_cache()
+    misses = []
+    take = causal._SCRATCH.take
+
+    def counted(shape, like):
+        misses.append(not causal._SCRATCH.free.get((math.prod(shape), like.dtype)))
+        return take(shape, like)
+
+    monkeypatch.setattr(causal._SCRATCH, "take", counted)
+    q, k, v = (t.requires_grad_() for t in _inputs(n=64))
+    for step in range(2):
+        misses.clear()
+        linear_attention(q, k, v, causal=True, chunk_size=8).sum().backward()
+        assert any(misses) if step == 0 else misses and not any(misses)
+    held = causal._SCRATCH.bytes
+    assert held > 0
+    with torch.no_grad():  # no backward to wait for: the blocks go back at the end of forward
+        linear_attention(q, k, v, causal=True, chunk_size=8)
+    assert causal._SCRATCH.bytes == held
+    empty_cache()
+    assert causal._SCRATCH.bytes == 0 and not causal._SCRATCH.free
 
 
 # --- bad input ------------------------------------------------------------------------------------------------

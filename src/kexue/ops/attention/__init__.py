@@ -17,6 +17,7 @@ from kexue.ops.attention.causal import (
     causal_linear_attention_chunked,
     causal_linear_attention_dense,
     causal_linear_attention_recurrent,
+    empty_cache,
     linear_attention_state,
 )
 from kexue.ops.attention.efficient import (
@@ -62,6 +63,7 @@ __all__ = [
     "efficient_attention",
     "efficient_attention_dense",
     "efficient_attention_step",
+    "empty_cache",
     "get_feature_map",
     "linear_attention",
     "linear_attention_state",

@@ -29,6 +29,7 @@ States are accumulated in float32 (float64 stays float64); see :func:`kexue.ops.
 
 import itertools
 import math
+import threading
 from typing import NamedTuple
 
 import torch
@@ -93,18 +94,15 @@ def segment_lengths(cu_seqlens, total: int, batch: int) -> list[int]:
 
 
 def _rows(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, cu_seqlens):
-    """``[..., N, f]`` inputs as ``[rows, N, f]``, the sequence lengths, and the leading shape of a state."""
+    """Checks ``[..., N, f]`` inputs; returns the row count (product of the leading dims), the sequence lengths and
+    the leading shape of a state."""
     if phi_q.dim() < 2 or phi_k.shape != phi_q.shape or v.shape[:-1] != phi_q.shape[:-1]:
         raise AttentionInputError(f"expected phi_q, phi_k [..., N, C] of one shape and v [..., N, M] with their "
                                   f"leading dims, got {tuple(phi_q.shape)}, {tuple(phi_k.shape)}, {tuple(v.shape)}")
     lead, n = tuple(phi_q.shape[:-2]), phi_q.shape[-2]
     lens = [n] if cu_seqlens is None else segment_lengths(cu_seqlens, n, lead[0] if lead else 0)
     state_lead = lead if cu_seqlens is None else (len(lens), *lead[1:])
-
-    def flat(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(math.prod(lead), n, x.shape[-1])
-
-    return flat(phi_q), flat(phi_k), flat(v), lens, state_lead
+    return math.prod(lead), lens, state_lead
 
 
 def _state_tensors(state, state_lead: tuple, c: int, m: int, with_z: bool):
@@ -129,15 +127,15 @@ def _state_tensors(state, state_lead: tuple, c: int, m: int, with_z: bool):
 
 def _causal(form, phi_q, phi_k, v, *, eps, initial_state, return_state, cu_seqlens, normalize, **kw):
     """Shared front and back of the dense and chunked forms: rows, segments and states in and out."""
-    q, k, vv, lens, state_lead = _rows(phi_q, phi_k, v, cu_seqlens)
-    rows, c, m = q.shape[0], q.shape[-1], vv.shape[-1]
+    rows, lens, state_lead = _rows(phi_q, phi_k, v, cu_seqlens)
+    c, m = phi_q.shape[-1], v.shape[-1]
     s0 = z0 = None
     if initial_state is not None:
         s, z = _state_tensors(initial_state, state_lead, c, m, normalize)
         # [n_seg, rows, ...] -> [rows, n_seg, ...]: the Function's layout (for unpacked input n_seg = 1)
-        s0 = s.to(vv.dtype).reshape(len(lens), rows, c, m).transpose(0, 1)
-        z0 = z.to(vv.dtype).reshape(len(lens), rows, 1, c).transpose(0, 1) if normalize else None
-    out, s_fin, z_fin = form(q, k, vv, lens, s0, z0, eps, normalize, return_state, **kw)
+        s0 = s.to(v.dtype).reshape(len(lens), rows, c, m).transpose(0, 1)
+        z0 = z.to(v.dtype).reshape(len(lens), rows, 1, c).transpose(0, 1) if normalize else None
+    out, s_fin, z_fin = form(phi_q, phi_k, v, rows, lens, s0, z0, eps, normalize, return_state, **kw)
     out = out.reshape(*phi_q.shape[:-1], m)
     if not return_state:
         return out
@@ -154,8 +152,9 @@ def _causal(form, phi_q, phi_k, v, *, eps, initial_state, return_state, cu_seqle
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _dense(q, k, v, lens, s0, z0, eps, normalize, need_state):
-    """``[rows, N, .]`` inputs; the N x N scores masked to j <= i within i's sequence. States as in the Function."""
+def _dense(q, k, v, rows, lens, s0, z0, eps, normalize, need_state):
+    """The N x N scores masked to j <= i within i's sequence, on ``[rows, N, .]``. States as in the Function."""
+    q, k, v = (x.reshape(rows, x.shape[-2], x.shape[-1]) for x in (q, k, v))
     nseg = len(lens)
     seg = torch.repeat_interleave(torch.arange(nseg, device=q.device), torch.tensor(lens, device=q.device))  # [N]
     scores = (q @ k.transpose(1, 2)).tril().masked_fill(seg[:, None] != seg[None, :], 0.0)  # [rows, N, N]
@@ -278,138 +277,250 @@ def _scan_suffix_(buf: torch.Tensor, rows: int, segments, init: torch.Tensor | N
     return torch.stack(totals, 1)
 
 
+class _Scratch(threading.local):
+    """Per-thread free lists of CPU scratch blocks for the chunked op, reused from call to call.
+
+    Why: torch's CPU allocator does not cache, and glibc hands large freed blocks back to the OS (blocks of >= 32 MiB
+    are mmapped, and free space above 2x the dynamic mmap threshold at the top of the heap is trimmed), so every call
+    page-faulted its large temporaries afresh, at ~4 GB/s: at N = 8192 as long as half the arithmetic, unless the
+    user tunes malloc. The op's own temporaries (mapped inputs, score blocks, chunk states, backward scratch) come
+    from here and go back when backward is done (or at the end of forward when no gradient is wanted), so a training
+    step page-faults only the tensors it returns. At most ``SCRATCH_BYTES`` stay held between calls, oldest sizes
+    dropped first; :func:`empty_cache` frees them. Not used on CUDA, whose allocator caches already.
+    """
+
+    def __init__(self) -> None:
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+        self.bytes = 0
+
+    def take(self, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        blocks = self.free.get((math.prod(shape), like.dtype)) if like.device.type == "cpu" else None
+        if not blocks:
+            return like.new_empty(shape)
+        block = blocks.pop()
+        self.bytes -= block.nbytes
+        return block.view(shape)
+
+    def give(self, *blocks: torch.Tensor | None) -> None:
+        for block in blocks:
+            if block is None or block.device.type != "cpu":
+                continue
+            key = (block.numel(), block.dtype)
+            self.free[key] = self.free.pop(key, [])  # most recently used size last
+            self.free[key].append(block)
+            self.bytes += block.nbytes
+        while self.bytes > SCRATCH_BYTES:
+            key = next(iter(self.free))
+            self.bytes -= sum(b.nbytes for b in self.free.pop(key))
+
+
+SCRATCH_BYTES = 1 << 30  # most bytes of scratch kept between calls, per thread
+_SCRATCH = _Scratch()
+
+
+def empty_cache() -> None:
+    """Frees the scratch blocks that the chunked causal op keeps for reuse in this thread (see :class:`_Scratch`)."""
+    _SCRATCH.free.clear()
+    _SCRATCH.bytes = 0
+
+
+class _Cfg(NamedTuple):
+    rows: int  # sequence rows R (batch * heads)
+    segments: tuple  # (first chunk, chunk count) per segment, the same in every row
+    eps: float
+    chunk: int
+    normalize: bool  # divide by the normaliser (False: the plain causal product)
+    carry: bool  # carry states between chunks (several chunks, an initial state, or a final state wanted)
+    elu: bool  # q and k are raw: the op applies elu(x) + 1 itself (and its derivative in backward)
+    grad: bool  # a backward will follow (grad mode on, some input requires grad): keep the scratch until then
+
+
+def _forward_blocks(q3, k3, v3, s0, z0, cfg: _Cfg):
+    """The forward block products on ``[R * K, chunk, .]`` blocks; temporaries from the scratch pool, out fresh."""
+    nb, chunk, c = q3.shape
+    m = v3.shape[-1]
+    take = _SCRATCH.take
+    scores = torch.bmm(q3, k3.transpose(1, 2), out=take((nb, chunk, chunk), q3)).tril_()  # j <= i inside the chunk
+    out = torch.bmm(scores, v3)  # intra-chunk numerator [R*K, chunk, M]
+    den = torch.sum(scores, -1, out=take((nb, chunk), q3)) if cfg.normalize else None  # intra-chunk normaliser
+    s = z = s_fin = z_fin = None
+    if cfg.carry:
+        # Chunk states phi_k^T v (and key sums), prefix-summed over the earlier chunks of each segment.
+        s = take((nb + 1, c, m), q3)
+        torch.bmm(k3.transpose(1, 2), v3, out=s[1:])
+        s_fin = _scan_prefix_(s, cfg.rows, cfg.segments, s0)
+        out.baddbmm_(q3, s[:-1])
+        if cfg.normalize:
+            z = take((nb + 1, 1, c), q3)
+            torch.sum(k3, 1, keepdim=True, out=z[1:])
+            z_fin = _scan_prefix_(z, cfg.rows, cfg.segments, z0)
+            den.add_(torch.linalg.vecdot(q3, z[:-1]))  # a batched mat-vec bmm is ~2x slower
+    if cfg.normalize:
+        den.add_(cfg.eps)
+        out.div_(den.unsqueeze(-1))
+    return out, (scores, s, z, den), s_fin, z_fin
+
+
 class _CausalProduct(torch.autograd.Function):
     """num_i = S0 q_i + sum_{j<=i} (q_i . k_j) v_j, and, when normalising, o_i = num_i / den_i with
     den_i = q_i . z0 + sum_{j<=i} q_i . k_j + eps; also the final states S0 + sum_j k_j v_j^T and z0 + sum_j k_j.
 
-    Inputs: contiguous ``[R, K * chunk, C]``, ``[R, K * chunk, C]``, ``[R, K * chunk, M]``; initial states
-    ``[R, n_seg, C, M]`` and ``[R, n_seg, 1, C]`` (or None); ``segments`` as above. The Function owns the normaliser
-    too: its intra-chunk part is the row sum of the score block already computed, its inter-chunk part a dot product
-    with the prefix key sum, and in backward it acts as one more value column (of ones) whose incoming gradient is
-    ``-w``, w_i = g_i . o_i. Twelve batched block products in all (4 forward, 8 backward; blocks of chunk x C,
-    chunk x M, chunk x chunk and C x M), no autograd graph inside, and every temporary is one of those blocks for
-    every chunk, or a per-token scalar. The gradient of a final state enters the suffix scans as their initial value
-    (a query after the last token that sees every key), and the gradient of an initial state is the scans' total.
+    ``prep()`` lays the inputs out as contiguous ``[R * K, chunk, .]`` blocks (padded, mapped by elu + 1 when
+    ``cfg.elu``), ``unpad`` maps a ``[R, K * chunk, .]`` result back to the inputs' positions; initial states are
+    ``[R, n_seg, C, M]`` and ``[R, n_seg, 1, C]`` (or None). The Function owns the normaliser too: its intra-chunk
+    part is the row sum of the score block already computed, its inter-chunk part a dot product with the prefix key
+    sum, and in backward it acts as one more value column (of ones) whose incoming gradient is ``-w``,
+    w_i = g_i . o_i. Twelve batched block products in all (4 forward, 8 backward; blocks of chunk x C, chunk x M,
+    chunk x chunk and C x M), no autograd graph inside, and every temporary is one of those blocks for every chunk,
+    or a per-token scalar. The gradient of a final state enters the suffix scans as their initial value (a query
+    after the last token that sees every key), and the gradient of an initial state is the scans' total.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, s0, z0, segments, eps, chunk, normalize, carry):
-        rows, n, c = q.shape
-        m = v.shape[-1]
-        q3, k3, v3 = q.view(-1, chunk, c), k.view(-1, chunk, c), v.view(-1, chunk, m)  # [R*K, chunk, .]
-        scores = torch.bmm(q3, k3.transpose(1, 2)).tril_()  # [R*K, chunk, chunk], j <= i inside the chunk
-        out = torch.bmm(scores, v3)  # intra-chunk numerator [R*K, chunk, M]
-        den = scores.sum(-1) if normalize else None  # intra-chunk normaliser [R*K, chunk]
-        s = z = s_fin = z_fin = None
-        if carry:
-            # Chunk states phi_k^T v (and key sums), prefix-summed over the earlier chunks of each segment.
-            s = q.new_empty(q3.shape[0] + 1, c, m)
-            torch.bmm(k3.transpose(1, 2), v3, out=s[1:])
-            s_fin = _scan_prefix_(s, rows, segments, s0)
-            out.baddbmm_(q3, s[:-1])
-            if normalize:
-                z = q.new_empty(q3.shape[0] + 1, 1, c)
-                torch.sum(k3, 1, keepdim=True, out=z[1:])
-                z_fin = _scan_prefix_(z, rows, segments, z0)
-                den.add_(torch.linalg.vecdot(q3, z[:-1]))  # a batched mat-vec bmm is ~2x slower
-        if normalize:
-            den.add_(eps)
-            out.div_(den.unsqueeze(-1))
-        ctx.save_for_backward(q, k, v, scores, s, z, den, out if normalize else None)
-        ctx.chunk, ctx.segments, ctx.normalize, ctx.has_s0 = chunk, segments, normalize, s0 is not None
-        return out.view(rows, n, m), s_fin, z_fin
+    def forward(ctx, q_in, k_in, v_in, s0, z0, prep, unpad, cfg: _Cfg):
+        q3, k3, v3, owned = prep()
+        out, blocks, s_fin, z_fin = _forward_blocks(q3, k3, v3, s0, z0, cfg)
+        ctx.save_for_backward(q_in, k_in, v_in, s0, z0, out if cfg.normalize else None)
+        ctx.prep, ctx.unpad, ctx.cfg = prep, unpad, cfg
+        ctx.blocks = (q3, k3, v3, owned, *blocks)
+        if not cfg.grad:
+            _release(ctx)
+        return out.view(cfg.rows, -1, v3.shape[-1]), s_fin, z_fin
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, grad_s, grad_z):
-        q, k, v, scores, s, z, den, out = ctx.saved_tensors
-        chunk, segments, normalize = ctx.chunk, ctx.segments, ctx.normalize
-        rows, n, c = q.shape
-        m = v.shape[-1]
-        q3, k3, v3 = q.view(-1, chunk, c), k.view(-1, chunk, c), v.view(-1, chunk, m)
-        g = grad.reshape(-1, chunk, m)
+        q_in, k_in, v_in, s0, z0, out = ctx.saved_tensors
+        cfg = ctx.cfg
+        if ctx.blocks is None:  # a second backward through a retained graph: the scratch went back, recompute it
+            q3, k3, v3, owned = ctx.prep()
+            ctx.blocks = (q3, k3, v3, owned, *_forward_blocks(q3, k3, v3, s0, z0, cfg)[1])
+        q3, k3, v3, _, scores, s, z, den = ctx.blocks
+        nb, chunk, _ = q3.shape
+        m = v3.shape[-1]
+        take, give = _SCRATCH.take, _SCRATCH.give
+        g = grad.reshape(nb, chunk, m)
         w = None
-        if normalize:
-            g = g.div(den.unsqueeze(-1))  # d loss / d numerator
-            w = torch.linalg.vecdot(g, out)  # -(d loss / d normaliser), [R*K, chunk]
+        if cfg.normalize:
+            g = torch.div(g, den.unsqueeze(-1), out=take(g.shape, q3))  # d loss / d numerator
+            w = torch.linalg.vecdot(g, out.view_as(g))  # -(d loss / d normaliser), [R*K, chunk]
         # d(scores)_ij = g_i . v_j - w_i for j <= i (the normaliser is a value column of ones).
-        dscores = torch.bmm(g, v3.transpose(1, 2))
-        if normalize:
+        dscores = torch.bmm(g, v3.transpose(1, 2), out=take(scores.shape, q3))
+        if cfg.normalize:
             dscores.sub_(w.unsqueeze(-1))
         dscores.tril_()
         dq = torch.bmm(dscores, k3)
         dk = torch.bmm(dscores.transpose(1, 2), q3)
-        del dscores  # the order of this block keeps at most five N-sized temporaries alive at once
+        give(dscores)
         ds0 = dz0 = None
         if s is not None:
             # Prefix part (paper's grad phi(Q)): g_i S_{<i}^T - w_i z_{<i}.
             dq.baddbmm_(g, s[:-1].transpose(1, 2))
-            if normalize:
+            if cfg.normalize:
                 dq.addcmul_(w.unsqueeze(-1), z[:-1], value=-1)
         dv = torch.bmm(scores.transpose(1, 2), g)
         if s is not None:
             # Suffix part (paper's grad phi(K), grad V): sums of q^T g and of w q over later chunks.
-            r = q.new_empty(q3.shape[0] + 1, c, m)
+            r = take(s.shape, q3)
             torch.bmm(q3.transpose(1, 2), g, out=r[:-1])
-            ds0 = _scan_suffix_(r, rows, segments, grad_s)
-            if normalize:
-                rz = q.new_empty(q3.shape[0] + 1, 1, c)
+            ds0 = _scan_suffix_(r, cfg.rows, cfg.segments, grad_s)
+            rz = None
+            if cfg.normalize:
+                rz = take(z.shape, q3)
                 torch.bmm(w.unsqueeze(1), q3, out=rz[:-1])
-                dz0 = _scan_suffix_(rz, rows, segments, None if grad_z is None else -grad_z).neg_()
-            del g
+                dz0 = _scan_suffix_(rz, cfg.rows, cfg.segments, None if grad_z is None else -grad_z).neg_()
             dk.baddbmm_(v3, r[1:].transpose(1, 2))
-            if normalize:
+            if cfg.normalize:
                 dk.sub_(rz[1:])
             dv.baddbmm_(k3, r[1:])
-        if not ctx.has_s0:
+            give(r, rz)
+        if cfg.normalize:
+            give(g)
+        if cfg.elu:
+            # d(elu(x) + 1)/dx = 1 for x > 0 and exp(x) = elu(x) + 1 <= 1 otherwise: min(phi, 1), in the phi blocks.
+            dq.mul_(q3.clamp_(max=1))
+            dk.mul_(k3.clamp_(max=1))
+        _release(ctx)
+        if s0 is None:
             ds0 = dz0 = None
-        return dq.view(rows, n, c), dk.view(rows, n, c), dv.view(rows, n, m), ds0, dz0, None, None, None, None, None
+        rows, unpad = cfg.rows, ctx.unpad
+        grads = (unpad(x.view(rows, -1, x.shape[-1])).reshape(t.shape) for x, t in ((dq, q_in), (dk, k_in),
+                                                                                    (dv, v_in)))
+        return *grads, ds0, dz0, None, None, None
 
 
-def _chunked(q, k, v, lens, s0, z0, eps, normalize, need_state, chunk_size):
-    """Pads every sequence to whole chunks (a zero key adds nothing) and runs the Function."""
-    rows, n, _ = q.shape
+def _release(ctx) -> None:
+    """Gives the scratch blocks of one call back to the pool (those of ``prep`` only when they are not the inputs)."""
+    q3, k3, v3, owned, *blocks = ctx.blocks
+    _SCRATCH.give(*(b for b, own in zip((q3, k3, v3), owned, strict=True) if own), *blocks)
+    ctx.blocks = None
+
+
+def _chunked(q, k, v, rows, lens, s0, z0, eps, normalize, need_state, chunk_size, elu=False):
+    """Lays every sequence out in whole chunks (padding with zeros: a zero key adds nothing) and runs the Function."""
+    n = q.shape[-2]
     chunk = max(1, min(chunk_size, max(lens)))  # a short sequence is one chunk, not one padded chunk
     counts = [-(-length // chunk) for length in lens]
     offsets = [sum(counts[:j]) for j in range(len(counts))]
     total = sum(counts) * chunk
     if len(lens) == 1:
-        pad = total - n
 
-        def put(x: torch.Tensor) -> torch.Tensor:  # [rows, N, f] -> contiguous [rows, N + pad, f]
-            return F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
+        def put(x: torch.Tensor, map_elu: bool) -> tuple[torch.Tensor, bool]:  # -> [R, total, f], owned
+            if not map_elu and total == n and x.is_contiguous():
+                return x.view(rows, n, x.shape[-1]), False
+            block = _SCRATCH.take((rows, total, x.shape[-1]), x)
+            dst = block.view(*x.shape[:-2], total, x.shape[-1])[..., :n, :]
+            if map_elu:
+                torch.ops.aten.elu.out(x, 1.0, 1.0, 1.0, out=dst).add_(ONE)  # one pass, strided input welcome
+            else:
+                dst.copy_(x)
+            block[:, n:].zero_()
+            return block, True
 
-        def take(o: torch.Tensor) -> torch.Tensor:
-            return o[:, :n] if pad else o
+        def unpad(o: torch.Tensor) -> torch.Tensor:
+            return o[:, :n] if total > n else o
     else:
         # token t of sequence j goes to padded position (first chunk of j) * chunk + t
-        dst = torch.cat([torch.arange(length, device=q.device) + off * chunk for length, off in zip(lens, offsets,
-                                                                                                   strict=True)])
+        dst_index = torch.cat([torch.arange(length, device=q.device) + off * chunk
+                               for length, off in zip(lens, offsets, strict=True)])
 
-        def put(x: torch.Tensor) -> torch.Tensor:
-            return x.new_zeros(rows, total, x.shape[-1]).index_copy(1, dst, x)
+        def put(x: torch.Tensor, map_elu: bool) -> tuple[torch.Tensor, bool]:
+            x = x.reshape(rows, n, x.shape[-1])
+            block = _SCRATCH.take((rows, total, x.shape[-1]), x).zero_()  # padding stays zero, after the map too
+            return block.index_copy_(1, dst_index, F.elu(x).add_(ONE) if map_elu else x), True
 
-        def take(o: torch.Tensor) -> torch.Tensor:
-            return o.index_select(1, dst)
+        def unpad(o: torch.Tensor) -> torch.Tensor:
+            return o.index_select(1, dst_index)
 
-    carry = need_state or s0 is not None or sum(counts) > 1
-    out, s_fin, z_fin = _CausalProduct.apply(put(q), put(k), put(v), s0, z0, tuple(zip(offsets, counts, strict=True)),
-                                             float(eps), chunk, normalize, carry)
-    return take(out), s_fin, z_fin
+    def prep():
+        with torch.no_grad():
+            (q3, own_q), (k3, own_k), (v3, own_v) = put(q, elu), put(k, elu), put(v, False)
+        return (q3.view(-1, chunk, q.shape[-1]), k3.view(-1, chunk, k.shape[-1]), v3.view(-1, chunk, v.shape[-1]),
+                (own_q, own_k, own_v))
+
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, s0, z0))
+    cfg = _Cfg(rows, tuple(zip(offsets, counts, strict=True)), float(eps), chunk, normalize,
+               need_state or s0 is not None or sum(counts) > 1, elu, grad)
+    out, s_fin, z_fin = _CausalProduct.apply(q, k, v, s0, z0, prep, unpad, cfg)
+    return unpad(out), s_fin, z_fin
 
 
 def causal_linear_attention_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6,
                                     chunk_size: int = DEFAULT_CHUNK, *,
                                     initial_state: LinearAttentionState | tuple | None = None,
-                                    return_state: bool = False, cu_seqlens: torch.Tensor | None = None):
+                                    return_state: bool = False, cu_seqlens: torch.Tensor | None = None,
+                                    map_elu: bool = False):
     """Causal linear attention, chunked parallel form with a custom backward (the fast path).
 
     Same arguments and result as :func:`causal_linear_attention_dense`; any N (the tail chunk is zero-padded, and a
     zero key adds nothing). Time O(N (chunk (C + M) + C M)); memory O(N (chunk + C + M) + (N / chunk) C M): no
-    per-position C x M state is stored. Gradients reach the initial state too.
+    per-position C x M state is stored. Gradients reach the initial state too. With ``map_elu``, ``phi_q`` and
+    ``phi_k`` are the raw q and k and the op applies elu(x) + 1 itself (into reused blocks, the derivative in its
+    backward), so no mapped copy is allocated or kept by autograd: the default path of
+    :func:`kexue.ops.attention.linear_attention`.
     """
     return _causal(_chunked, phi_q, phi_k, v, eps=eps, initial_state=initial_state, return_state=return_state,
-                   cu_seqlens=cu_seqlens, normalize=True, chunk_size=chunk_size)
+                   cu_seqlens=cu_seqlens, normalize=True, chunk_size=chunk_size, elu=map_elu)
 
 
 def causal_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, chunk_size: int = DEFAULT_CHUNK,
@@ -487,7 +598,7 @@ def causal_linear_attention_recurrent(phi_q: torch.Tensor, phi_k: torch.Tensor, 
     """
     if phi_q.dim() != 4:
         raise AttentionInputError(f"the recurrent form takes [B, H, N, C] inputs, got {tuple(phi_q.shape)}")
-    lens, state_lead = _rows(phi_q, phi_k, v, cu_seqlens)[3:]
+    lens, state_lead = _rows(phi_q, phi_k, v, cu_seqlens)[1:]
     b, h, n, c = phi_q.shape
     m = v.shape[-1]
     s0 = z0 = None

@@ -41,7 +41,7 @@ from kexue.ops.attention.efficient import (
     efficient_attention_step,
     efficient_attention_weights,
 )
-from kexue.ops.attention.feature_maps import EfficientFeatureMap, FeatureMap, get_feature_map
+from kexue.ops.attention.feature_maps import EfficientFeatureMap, EluFeatureMap, FeatureMap, get_feature_map
 
 CAUSAL_IMPLS = ("chunked", "dense", "recurrent")
 NONCAUSAL_IMPLS = ("factorised", "dense")
@@ -208,11 +208,16 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causa
         else:
             out = efficient_attention(qq, kk, vv, causal=causal, key_padding_mask=key_padding_mask)
         return out.to(out_dtype)
+    kw = {"initial_state": initial_state, "return_state": return_state, "cu_seqlens": cu_seqlens}
+    if causal and impl == "chunked" and type(fmap) is EluFeatureMap and key_padding_mask is None:
+        # The default path: elu + 1 fused into the chunked op (no mapped copies of q and k).
+        dtype = vv.dtype
+        res = causal_linear_attention_chunked(q.to(dtype), k.to(dtype), vv, eps, chunk_size, map_elu=True, **kw)
+        return (res[0].to(out_dtype), res[1]) if return_state else res.to(out_dtype)
     phi_q, phi_k = map_inputs(q, k, fmap, key_padding_mask)
     if not causal:
         form = noncausal_linear_attention if impl == "factorised" else noncausal_linear_attention_dense
         return form(phi_q, phi_k, vv, eps).to(out_dtype)
-    kw = {"initial_state": initial_state, "return_state": return_state, "cu_seqlens": cu_seqlens}
     if impl == "chunked":
         res = causal_linear_attention_chunked(phi_q, phi_k, vv, eps, chunk_size, **kw)
     elif impl == "dense":
