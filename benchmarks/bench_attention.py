@@ -203,6 +203,48 @@ def bench_decode(positions, heads, dim, steps=64, passes=5) -> list[dict]:
     return rows
 
 
+def decode_breakdown(heads, dim, reps=500, rounds=5) -> dict:
+    """Microseconds of each tensor op of one ``linear_attention_step`` (elu map, B=1) timed alone, their sum, and the
+    whole step: whether torch's per-op dispatch is the floor of decoding."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, heads, dim, generator=g) for _ in range(3))
+    _, state = linear_attention_step(q, k, v)
+    s, z = state.s, state.z
+    pq, pk = F.elu(q) + 1, F.elu(k) + 1
+    one = torch.ones(())
+    ops = {
+        "elu(q), elu(k)": lambda: (F.elu(q), F.elu(k)),
+        "+1 in place (x2)": lambda: (pq.add_(one), pq.sub_(one)),
+        "S + phi_k v^T (addcmul)": lambda: torch.addcmul(s, pk.unsqueeze(-1), v.unsqueeze(-2)),
+        "z + phi_k": lambda: z + pk,
+        "numerator (mul, sum)": lambda: (pq.unsqueeze(-1) * s).sum(-2),
+        "normaliser (vecdot, +eps)": lambda: torch.linalg.vecdot(pq, z).add_(one, alpha=1e-6),
+        "division": lambda: pq.div(z),
+    }
+
+    def step():
+        nonlocal state
+        _, state = linear_attention_step(q, k, v, state)
+
+    methods = {**ops, "whole step": step}
+    times = {name: [] for name in methods}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, fn in methods.items():
+                start = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                times[name].append(1e6 * (time.perf_counter() - start) / reps)
+    # The fastest round as well as the median: on a loaded machine stalls of the whole process hit a few rounds hard.
+    row = {name: statistics.median(ts) for name, ts in times.items()}
+    row["sum of ops"] = sum(row[name] for name in ops)
+    fastest = {name: min(ts) for name, ts in times.items()}
+    fastest["sum of ops"] = sum(fastest[name] for name in ops)
+    print("decode breakdown, us per call (ops timed alone), median / fastest round: "
+          + ", ".join(f"{n} {row[n]:.1f} / {fastest[n]:.1f}" for n in row))
+    return {"median_us": row, "fastest_us": fastest}
+
+
 def bench_prefill(prompt=1024, heads=8, dim=64, rounds=5) -> dict:
     """Reading a prompt in one parallel call (state out) against one recurrent step per token; op and model level."""
     g = torch.Generator().manual_seed(2)
@@ -329,6 +371,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{name} {err:.1e}" for name, err in errors.items()))
     train = bench_training(lengths, rounds, heads, dim, training_methods(ft))
     decode = bench_decode(positions, heads, dim)
+    breakdown = decode_breakdown(heads, dim)
     prefill = bench_prefill(prompt, heads, dim, rounds=max(3, rounds // 2))
     if torch.cuda.is_available():
         cuda = bench_cuda(cuda_lengths, heads, dim)
@@ -356,13 +399,16 @@ def main(argv=None) -> int:
                    load_average=load, malloc_tuned=bool(malloc))
     print(f"target decode: {summary['decode_linear_us_last']:.1f} us/token at position {decode[-1]['position']} "
           f"(target <= 40), slowest / fastest position {summary['decode_linear_max_over_min']:.2f} (constant = 1), "
-          f"{summary['decode_kv_over_linear_last']:.1f}x faster than the KV cache (target >= 20)")
+          f"{summary['decode_kv_over_linear_last']:.1f}x faster than the KV cache (target >= 20); its tensor ops "
+          f"alone take {breakdown['median_us']['sum of ops']:.1f} us of the step's "
+          f"{breakdown['median_us']['whole step']:.1f} us (fastest rounds {breakdown['fastest_us']['sum of ops']:.1f} "
+          f"/ {breakdown['fastest_us']['whole step']:.1f})")
     print(f"prefill of a {prompt}-token prompt in one call: {prefill['op_speedup']:.0f}x faster than stepping (op), "
           f"{prefill['model_speedup']:.0f}x (model)")
     meta = {"quick": args.quick, "heads": heads, "dim": dim, "fast_transformers": ft is not None,
             "agreement_max_rel_error": errors}
     write_json(args.out, {"meta": meta, "summary": summary, "training": train, "decode": decode, "prefill": prefill,
-                          "cuda": cuda})
+                          "decode_breakdown": breakdown, "cuda": cuda})
     if args.figure:
         from kexue.eval.plots import subplots
 

@@ -10,6 +10,7 @@ from kexue.ops.attention import (
     AttentionInputError,
     CosFeatureMap,
     FavorFeatureMap,
+    _decode_kernel,
     causal_dot_product,
     causal_dot_product_dense,
     causal_linear_attention_chunked,
@@ -218,6 +219,33 @@ def test_recurrent_decoding_reproduces_parallel_token_by_token(name):
         out, state = linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state, feature_map=fm)
         torch.testing.assert_close(out, parallel[:, :, t], rtol=1e-5, atol=1e-6)
     assert state.position == q.shape[2]
+
+
+@pytest.mark.skipif(not _decode_kernel.available(), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["elu", "cos"])
+def test_compiled_decoding_step_equals_the_torch_step(dtype, name):
+    # The compiled kernel (no gradient needed) against the torch form step_mapped over 6 steps, on strided inputs
+    # (slices of a [B, N, 3, H, d] projection, as a layer makes them); with a gradient the torch form runs.
+    g = torch.Generator().manual_seed(12)
+    qkv = torch.randn(2, 6, 3, 3, 5, generator=g, dtype=dtype)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # [B, H, N, d], not contiguous
+    fm = _fmap(name)
+    state = ref = None
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-13}
+    for t in range(6):
+        out, state = linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state, feature_map=fm)
+        pq, pk = fm.forward_queries(q[:, :, t]), fm.forward_keys(k[:, :, t])
+        if ref is None:
+            ref = linear_attention_state(2, 3, pq.shape[-1], 5, dtype=dtype)
+        expected, ref = step_mapped(pq, pk, v[:, :, t], ref)
+        torch.testing.assert_close(out, expected, **tol)
+        torch.testing.assert_close(state.s, ref.s, **tol)
+        torch.testing.assert_close(state.z, ref.z, **tol)
+        assert state.position == ref.position == t + 1
+    qg = q[:, :, 0].clone().requires_grad_()
+    out, _ = linear_attention_step(qg, k[:, :, 0], v[:, :, 0], state, feature_map=fm)
+    assert out.grad_fn is not None  # the torch form, differentiable
 
 
 def test_state_size_is_constant_in_position_and_steps_are_out_of_place():

@@ -567,7 +567,8 @@ def step_mapped(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, state
     """One recurrent step on mapped inputs ``[B, H, C]``, ``[B, H, C]``, ``[B, H, M]``; out-of-place (autograd-safe).
 
     Decoding is dispatch-bound (the arithmetic is 4 C M flops per head), so this is the fewest tensor ops that do it:
-    a rank-1 update of S, an add for z, a mat-vec for the numerator and a dot product for the normaliser.
+    a rank-1 update of S, an add for z, a mat-vec for the numerator, a dot product (plus eps) for the normaliser and
+    the division, done in place on the fresh numerator.
     """
     s = torch.addcmul(state.s, phi_k.unsqueeze(-1), v.unsqueeze(-2))  # S_i = S_{i-1} + phi_k v^T
     z = state.z + phi_k
@@ -578,10 +579,8 @@ def step_mapped(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, state
     else:
         b, h, c = phi_q.shape
         num = torch.bmm(phi_q.view(b * h, 1, c), s.view(b * h, c, -1)).view(b, h, -1)
-    den = (phi_q * z).sum(-1, keepdim=True).add_(ONE, alpha=eps)
-    return num / den, LinearAttentionState(s, z, state.position + 1)
-
-
+    den = torch.linalg.vecdot(phi_q, z).add_(ONE, alpha=eps)  # one op instead of a multiply and a sum
+    return num.div_(den.unsqueeze(-1)), LinearAttentionState(s, z, state.position + 1)
 
 
 def causal_linear_attention_recurrent(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6, *,

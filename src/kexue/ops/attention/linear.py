@@ -22,6 +22,7 @@ a normaliser ratio <= 1 because of eps), so it is bounded by max |v|. Gradients 
 
 import torch
 
+from kexue.ops.attention import _decode_kernel
 from kexue.ops.attention.causal import (
     DEFAULT_CHUNK,
     AttentionInputError,
@@ -268,6 +269,9 @@ def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tenso
 
     Reproduces ``linear_attention(..., causal=True)`` token by token. The update is out-of-place, so it is
     autograd-safe and an old state stays valid (e.g. to branch); the state is float32 for low-precision inputs.
+    CPU float32 / float64 steps that need no gradient run as one compiled loop when numba is installed (the map,
+    the update and the read-out fused: ~2x faster than the ~13 tensor ops of :func:`step_mapped`, whose dispatch
+    dominates a step); with a gradient, on CUDA, or without numba, the torch form runs.
 
     Args:
         q_t, k_t: ``[B, H, D]``, the current token's query and key.
@@ -301,7 +305,11 @@ def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tenso
                                       f"{list(state.l.shape)}")
         out, state = efficient_attention_step(q_t, k_t, v_t, state)
     else:
-        phi_q, phi_k = fmap.forward_queries(q_t), fmap.forward_keys(k_t)
+        fused = type(fmap) is EluFeatureMap and _compiled_step_applies(q_t, k_t, v_t, state)
+        if fused:  # the compiled kernel maps q and k itself
+            phi_q, phi_k = q_t.contiguous(), k_t.contiguous()
+        else:
+            phi_q, phi_k = fmap.forward_queries(q_t), fmap.forward_keys(k_t)
         if state is None:
             b, h, c = phi_q.shape
             state = linear_attention_state(b, h, c, v_t.shape[-1], device=v_t.device, dtype=v_t.dtype)
@@ -309,8 +317,26 @@ def linear_attention_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tenso
             raise AttentionInputError(f"state: expected s {[*phi_q.shape, v_t.shape[-1]]} and z {list(phi_q.shape)} "
                                       f"([B, H, C, M], [B, H, C]: batch, heads, the map's features, values) for "
                                       f"these inputs, got {list(state.s.shape)} and {list(state.z.shape)}")
-        out, state = step_mapped(phi_q, phi_k, v_t, state, eps)
+        if fused or _compiled_step_applies(phi_q, phi_k, v_t, state):
+            out, s, z = _decode_kernel.step(phi_q.contiguous(), phi_k.contiguous(), v_t.contiguous(),
+                                            state.s.contiguous(), state.z.contiguous(), eps, fused)
+            state = LinearAttentionState(s, z, state.position + 1)
+        else:
+            out, state = step_mapped(phi_q, phi_k, v_t, state, eps)
     return (out if out.dtype == out_dtype else out.to(out_dtype)), state
+
+
+def _compiled_step_applies(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, state) -> bool:
+    """The compiled decoding step serves CPU float32 / float64 tensors that need no gradient (it has no backward)."""
+    if not _decode_kernel.available() or v_t.device.type != "cpu" or v_t.dtype not in _KERNEL_DTYPES:
+        return False
+    if state is not None and state.s.dtype != v_t.dtype:
+        return False
+    tensors = (q_t, k_t, v_t) if state is None else (q_t, k_t, v_t, state.s, state.z)
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 # name -> map, for the per-token decoding path. Deterministic maps do not depend on the head size; random maps are
