@@ -2,10 +2,12 @@
 
 - :func:`linear_attention`: causal / non-causal (queries and keys of different lengths), any feature map, key
   padding, fp32 accumulation; causal: initial and final states (prefill), packed sequences (``cu_seqlens``).
-- :func:`linear_attention_step`: the recurrent (RNN) form for decoding.
+- :func:`linear_attention_step`: the recurrent (RNN) form for decoding (a compiled numba loop for CPU inference
+  when numba is installed, :mod:`._decode_kernel`; the torch form otherwise).
 - :func:`causal_dot_product`: the un-normalised causal product (fast-transformers' ``causal_dot_product``).
 - :mod:`.feature_maps`: elu+1, relu, Su's 1+cos, FAVOR+ random features, Efficient Attention.
-- :mod:`.causal`: the three tied causal forms (dense masked reference, chunked with a custom backward, recurrent).
+- :mod:`.causal`: the three tied causal forms (dense masked reference, chunked with a custom backward, recurrent);
+  the chunked op reuses its scratch blocks between calls (:func:`empty_cache` frees them).
 - :mod:`.efficient`: Efficient Attention with the exact causal prefix normaliser.
 """
 
