@@ -768,3 +768,14 @@ class TestCuda:
         for t in range(6):
             out, state = linear_attention_step(q[:, :, t].cuda(), k[:, :, t].cuda(), v[:, :, t].cuda(), state)
             torch.testing.assert_close(out.cpu(), cpu[:, :, t], rtol=1e-5, atol=1e-6)
+
+    def test_prefill_state_and_packed_batches_match_cpu(self):
+        q, k, v = _inputs(n=40, d=8, m=8)
+        cpu_out, cpu_state = linear_attention(q, k, v, causal=True, return_state=True)
+        out, state = linear_attention(q.cuda(), k.cuda(), v.cuda(), causal=True, return_state=True)
+        torch.testing.assert_close(out.cpu(), cpu_out, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(state.s.cpu(), cpu_state.s, rtol=1e-5, atol=1e-5)
+        cu = torch.tensor([0, 7, 7, 40])
+        cpu_packed = linear_attention(q[:1], k[:1], v[:1], causal=True, cu_seqlens=cu)
+        packed = linear_attention(q[:1].cuda(), k[:1].cuda(), v[:1].cuda(), causal=True, cu_seqlens=cu.cuda())
+        torch.testing.assert_close(packed.cpu(), cpu_packed, rtol=1e-5, atol=1e-6)
