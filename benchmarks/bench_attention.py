@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from _common import probe_ms, time_interleaved, write_json
 from kexue.models.transformer import Transformer, TransformerConfig
 from kexue.ops.attention import empty_cache, linear_attention, linear_attention_step
-from kexue.ops.attention.causal import causal_linear_attention_dense
+from kexue.ops.attention.causal import causal_linear_attention_dense, step_mapped
 from kexue.profiling import peak_mib
 
 
@@ -207,8 +207,9 @@ def bench_decode(positions, heads, dim, steps=64, passes=5) -> list[dict]:
 
 
 def decode_breakdown(heads, dim, reps=500, rounds=5) -> dict:
-    """Microseconds of each tensor op of one ``linear_attention_step`` (elu map, B=1) timed alone, their sum, and the
-    whole step: whether torch's per-op dispatch is the floor of decoding."""
+    """Microseconds of each tensor op of one torch-form decoding step (elu map, B=1) timed alone, their sum, the torch
+    step, and ``linear_attention_step`` (the compiled kernel when numba is installed): whether torch's per-op dispatch
+    is the floor of the torch form."""
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, heads, dim, generator=g) for _ in range(3))
     _, state = linear_attention_step(q, k, v)
@@ -225,11 +226,15 @@ def decode_breakdown(heads, dim, reps=500, rounds=5) -> dict:
         "division": lambda: pq.div(z),
     }
 
-    def step():
+    def torch_step():  # the torch form: map, then step_mapped (what runs with a gradient or without numba)
+        nonlocal state
+        _, state = step_mapped(F.elu(q).add_(one), F.elu(k).add_(one), v, state)
+
+    def step():  # linear_attention_step: the compiled kernel when numba is installed
         nonlocal state
         _, state = linear_attention_step(q, k, v, state)
 
-    methods = {**ops, "whole step": step}
+    methods = {**ops, "torch step": torch_step, "whole step": step}
     times = {name: [] for name in methods}
     with torch.no_grad():
         for _ in range(rounds):
@@ -284,8 +289,8 @@ def bench_prefill(prompt=1024, heads=8, dim=64, rounds=5) -> dict:
     row.update(prompt=prompt, op_speedup=row["op_steps"] / row["op_prefill"],
                model_speedup=row["model_steps"] / row["model_prefill"], probe_ms=times["_probe"]["median_ms"])
     print(f"prefill {prompt} tokens: op {row['op_steps']:.1f} ms by steps, {row['op_prefill']:.2f} ms in one call "
-          f"({row['op_speedup']:.0f}x); model {row['model_steps']:.0f} ms by steps, {row['model_prefill']:.1f} ms in "
-          f"one call ({row['model_speedup']:.0f}x)", flush=True)
+          f"({row['op_speedup']:.1f}x); model {row['model_steps']:.0f} ms by steps, {row['model_prefill']:.1f} ms in "
+          f"one call ({row['model_speedup']:.1f}x)", flush=True)
     return row
 
 
@@ -402,12 +407,13 @@ def main(argv=None) -> int:
                    load_average=load, malloc_tuned=bool(malloc))
     print(f"target decode: {summary['decode_linear_us_last']:.1f} us/token at position {decode[-1]['position']} "
           f"(target <= 40), slowest / fastest position {summary['decode_linear_max_over_min']:.2f} (constant = 1), "
-          f"{summary['decode_kv_over_linear_last']:.1f}x faster than the KV cache (target >= 20); its tensor ops "
-          f"alone take {breakdown['median_us']['sum of ops']:.1f} us of the step's "
-          f"{breakdown['median_us']['whole step']:.1f} us (fastest rounds {breakdown['fastest_us']['sum of ops']:.1f} "
-          f"/ {breakdown['fastest_us']['whole step']:.1f})")
-    print(f"prefill of a {prompt}-token prompt in one call: {prefill['op_speedup']:.0f}x faster than stepping (op), "
-          f"{prefill['model_speedup']:.0f}x (model)")
+          f"{summary['decode_kv_over_linear_last']:.1f}x faster than the KV cache (target >= 20)")
+    med, fast = breakdown["median_us"], breakdown["fastest_us"]
+    print(f"decode breakdown: the torch form's tensor ops alone take {med['sum of ops']:.1f} us of its "
+          f"{med['torch step']:.1f} us step; the step as run {med['whole step']:.1f} us (fastest rounds "
+          f"{fast['sum of ops']:.1f} / {fast['torch step']:.1f} / {fast['whole step']:.1f})")
+    print(f"prefill of a {prompt}-token prompt in one call: {prefill['op_speedup']:.1f}x faster than stepping (op), "
+          f"{prefill['model_speedup']:.1f}x (model)")
     meta = {"quick": args.quick, "heads": heads, "dim": dim, "fast_transformers": ft is not None,
             "agreement_max_rel_error": errors}
     write_json(args.out, {"meta": meta, "summary": summary, "training": train, "decode": decode, "prefill": prefill,
