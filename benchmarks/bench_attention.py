@@ -12,20 +12,27 @@ Decoding (one layer's attention op, B=1, H=8, d=64): per-token time of ``linear_
 recurrent step (S += phi(k) v^T, y = phi(q) S / phi(q) . z, as one would first write it) and of SDPA over a
 pre-allocated KV cache at context positions 1024 ... 16384 (median of 5 interleaved passes of 64 steps).
 
-Targets: at N=8192, causal f+b, SDPA / kexue >= 16 (= 1.5x faster than fast-transformers, benchmarks.md §4), f+b peak
-memory <= 288 MiB (2x fast-transformers' 144); decode at 16384 >= 20x faster than the KV cache, <= 40 us per token,
-and constant in position.
+Prefill (B=1, H=8, d=64, a 1024-token prompt): ``linear_attention(..., return_state=True)`` in one call against
+1024 calls of ``linear_attention_step``, and the same for a whole model (``Transformer.prefill`` against
+``forward_step`` per token; dim 512, 8 heads, 2 blocks), interleaved rounds.
 
-Run on a quiet machine (``make bench`` sets the same environment; glibc's malloc would otherwise return the large
-buffers to the OS and fault them back in on every call, a cost no caching allocator pays; do not set
-``OMP_WAIT_POLICY=PASSIVE``: it made decode steps ~3x slower):
-    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \
-        .venv/bin/python benchmarks/bench_attention.py --threads 2 --out benchmarks/results/attention.json
-``--quick`` runs tiny sizes to check the script works.
+CUDA (only with a device; skipped otherwise): causal f+b and forward of kexue chunked against SDPA (flash) on the GPU.
+
+Targets: at N=8192, causal f+b, SDPA / kexue >= 20 (2x fast-transformers' ~10x; benchmarks.md §4) in a plain
+``python`` process (no malloc tuning) as well as under ``make bench``'s settings, f+b peak memory <= 288 MiB
+(2x fast-transformers' 144); decode <= 40 us per token, constant in position, and at 16384 >= 20x faster than the
+KV cache. The script prints the load average and whether glibc's malloc is tuned (``MALLOC_*``): the chunked op keeps
+its temporaries in a scratch pool so that it does not page-fault them on every call either way.
+
+    .venv/bin/python benchmarks/bench_attention.py --threads 2 --out benchmarks/results/attention.json
+
+(do not set ``OMP_WAIT_POLICY=PASSIVE``: it made decode steps ~3x slower). ``--quick`` runs tiny sizes to check the
+script works; ``--rounds`` and ``--lengths`` shorten a run on a busy machine.
 """
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -33,9 +40,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import probe_ms, write_json
-from kexue.ops.attention import linear_attention, linear_attention_step
-from kexue.ops.attention.causal import causal_linear_attention_dense
+from _common import probe_ms, time_interleaved, write_json
+from kexue.models.transformer import Transformer, TransformerConfig
+from kexue.ops.attention import empty_cache, linear_attention, linear_attention_step
+from kexue.ops.attention.causal import causal_linear_attention_dense, step_mapped
 from kexue.profiling import peak_mib
 
 
@@ -119,8 +127,11 @@ def bench_training(lengths, rounds, heads, dim, methods) -> list[dict]:
         for name, op in methods.items():
             for t in leaves[name]:
                 t.grad = None
-            row = {"N": n, "method": name, "probe_ms_median": statistics.median(probes),
-                   "fwd_mib": peak_mib(lambda op=op: fwd(op)),
+            # Peaks with an empty scratch pool: the chunked op's reused blocks count as the allocations they are.
+            empty_cache()
+            fwd_mib = peak_mib(lambda op=op: fwd(op))
+            empty_cache()
+            row = {"N": n, "method": name, "probe_ms_median": statistics.median(probes), "fwd_mib": fwd_mib,
                    "fwd_bwd_mib": peak_mib(lambda op=op, name=name: fwd_bwd(op, name))}
             for mode in ("fwd", "fwd_bwd"):
                 ts = times[(name, mode)]
@@ -195,6 +206,135 @@ def bench_decode(positions, heads, dim, steps=64, passes=5) -> list[dict]:
     return rows
 
 
+def decode_breakdown(heads, dim, reps=500, rounds=5) -> dict:
+    """Microseconds of each tensor op of one torch-form decoding step (elu map, B=1) timed alone, their sum, the torch
+    step, and ``linear_attention_step`` (the compiled kernel when numba is installed): whether torch's per-op dispatch
+    is the floor of the torch form."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, heads, dim, generator=g) for _ in range(3))
+    _, state = linear_attention_step(q, k, v)
+    s, z = state.s, state.z
+    pq, pk = F.elu(q) + 1, F.elu(k) + 1
+    one = torch.ones(())
+    ops = {
+        "elu(q), elu(k)": lambda: (F.elu(q), F.elu(k)),
+        "+1 in place (x2)": lambda: (pq.add_(one), pq.sub_(one)),
+        "S + phi_k v^T (addcmul)": lambda: torch.addcmul(s, pk.unsqueeze(-1), v.unsqueeze(-2)),
+        "z + phi_k": lambda: z + pk,
+        "numerator (mul, sum)": lambda: (pq.unsqueeze(-1) * s).sum(-2),
+        "normaliser (vecdot, +eps)": lambda: torch.linalg.vecdot(pq, z).add_(one, alpha=1e-6),
+        "division": lambda: pq.div(z),
+    }
+
+    def torch_step():  # the torch form: map, then step_mapped (what runs with a gradient or without numba)
+        nonlocal state
+        _, state = step_mapped(F.elu(q).add_(one), F.elu(k).add_(one), v, state)
+
+    def step():  # linear_attention_step: the compiled kernel when numba is installed
+        nonlocal state
+        _, state = linear_attention_step(q, k, v, state)
+
+    methods = {**ops, "torch step": torch_step, "whole step": step}
+    times = {name: [] for name in methods}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, fn in methods.items():
+                start = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                times[name].append(1e6 * (time.perf_counter() - start) / reps)
+    # The fastest round as well as the median: on a loaded machine stalls of the whole process hit a few rounds hard.
+    row = {name: statistics.median(ts) for name, ts in times.items()}
+    row["sum of ops"] = sum(row[name] for name in ops)
+    fastest = {name: min(ts) for name, ts in times.items()}
+    fastest["sum of ops"] = sum(fastest[name] for name in ops)
+    print("decode breakdown, us per call (ops timed alone), median / fastest round: "
+          + ", ".join(f"{n} {row[n]:.1f} / {fastest[n]:.1f}" for n in row))
+    return {"median_us": row, "fastest_us": fastest}
+
+
+def bench_prefill(prompt=1024, heads=8, dim=64, rounds=5) -> dict:
+    """Reading a prompt in one parallel call (state out) against one recurrent step per token; op and model level."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, heads, prompt, dim, generator=g) for _ in range(3))
+
+    def op_steps():
+        state = None
+        for t in range(prompt):
+            _, state = linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state)
+        return state
+
+    def op_prefill():
+        return linear_attention(q, k, v, causal=True, return_state=True)[1]
+
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=256, max_len=prompt, dim=heads * dim, depth=2, heads=heads)).eval()
+    tokens = torch.randint(0, 256, (1, prompt), generator=g)
+
+    def model_steps():
+        caches = model.init_caches(1, prompt)
+        for t in range(prompt):
+            logits = model.forward_step(tokens[:, t], t, caches)
+        return logits
+
+    def model_prefill():
+        return model.prefill(tokens, 0, model.init_caches(1, prompt))
+
+    with torch.no_grad():
+        torch.testing.assert_close(op_prefill().s, op_steps().s, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(model_prefill(), model_steps(), rtol=1e-3, atol=1e-3)
+        times = time_interleaved({"op_steps": op_steps, "op_prefill": op_prefill, "model_steps": model_steps,
+                                  "model_prefill": model_prefill}, rounds)
+    row = {name: t["median_ms"] for name, t in times.items() if not name.startswith("_")}
+    row.update(prompt=prompt, op_speedup=row["op_steps"] / row["op_prefill"],
+               model_speedup=row["model_steps"] / row["model_prefill"], probe_ms=times["_probe"]["median_ms"])
+    print(f"prefill {prompt} tokens: op {row['op_steps']:.1f} ms by steps, {row['op_prefill']:.2f} ms in one call "
+          f"({row['op_speedup']:.1f}x); model {row['model_steps']:.0f} ms by steps, {row['model_prefill']:.1f} ms in "
+          f"one call ({row['model_speedup']:.1f}x)", flush=True)
+    return row
+
+
+def bench_cuda(lengths, heads=8, dim=64, rounds=5) -> list[dict]:
+    """Causal f+b and forward of kexue chunked against SDPA (flash) on a CUDA device, fp32 and bf16."""
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for n in lengths:
+            g = torch.Generator(device="cuda").manual_seed(n)
+            q, k, v, grad = (torch.randn(1, heads, n, dim, generator=g, device="cuda", dtype=dtype)
+                             for _ in range(4))
+            methods = {"SDPA causal": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                       "kexue chunked 64": lambda q, k, v: linear_attention(q, k, v, causal=True)}
+            leaves = {m: tuple(t.clone().requires_grad_() for t in (q, k, v)) for m in methods}
+
+            def run(name, mode, leaves=leaves, grad=grad, q=q, k=k, v=v, methods=methods):
+                if mode == "fwd":
+                    with torch.no_grad():
+                        methods[name](q, k, v)
+                else:
+                    for t in leaves[name]:
+                        t.grad = None
+                    methods[name](*leaves[name]).backward(grad)
+                torch.cuda.synchronize()
+
+            times = {(m, mode): [] for m in methods for mode in ("fwd", "fwd_bwd")}
+            for key in times:
+                run(*key)  # warm-up
+            for _ in range(rounds):
+                for key in times:
+                    start = time.perf_counter()
+                    run(*key)
+                    times[key].append(1e3 * (time.perf_counter() - start))
+            med = {key: statistics.median(ts) for key, ts in times.items()}
+            row = {"N": n, "dtype": str(dtype).replace("torch.", ""),
+                   **{f"{m} {mode} ms": t for (m, mode), t in med.items()},
+                   "sdpa_over_kexue_fwd": med[("SDPA causal", "fwd")] / med[("kexue chunked 64", "fwd")],
+                   "sdpa_over_kexue_fwd_bwd": med[("SDPA causal", "fwd_bwd")] / med[("kexue chunked 64", "fwd_bwd")]}
+            rows.append(row)
+            print(f"cuda {row['dtype']:8s} N={n:6d} SDPA / kexue fwd {row['sdpa_over_kexue_fwd']:6.2f}x, f+b "
+                  f"{row['sdpa_over_kexue_fwd_bwd']:6.2f}x", flush=True)
+    return rows
+
+
 def check_agreement(n=512, heads=2, dim=64) -> dict:
     """Max relative error of every causal linear method against the float64 dense masked form (sanity check)."""
     g = torch.Generator().manual_seed(1)
@@ -215,6 +355,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds up to N=4096 (half, >= 5, above)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--positions", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--prompt", type=int, default=1024, help="prompt length of the prefill comparison")
+    parser.add_argument("--cuda-lengths", type=int, nargs="+", default=[4096, 16384, 65536])
     parser.add_argument("--out", default="benchmarks/results/attention.json")
     parser.add_argument("--figure", default="benchmarks/results/attention_decode.png",
                         help="PNG of decode time per token against position ('' to skip)")
@@ -222,16 +364,28 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     heads, dim = 8, 64
     if args.quick:
-        lengths, positions, rounds = [256, 512], [128, 512], 3
+        lengths, positions, rounds, prompt, cuda_lengths = [256, 512], [128, 512], 3, 128, [512]
     else:
         lengths, positions, rounds = sorted(args.lengths), sorted(args.positions), args.rounds
+        prompt, cuda_lengths = args.prompt, sorted(args.cuda_lengths)
     ft = _fast_transformers()
-    print(f"torch {torch.__version__}, {args.threads} threads, fast-transformers: {'yes' if ft else 'not installed'}")
+    malloc = {key: os.environ[key] for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if key in os.environ}
+    load = os.getloadavg()
+    print(f"torch {torch.__version__}, {args.threads} threads, fast-transformers: {'yes' if ft else 'not installed'}, "
+          f"malloc: {malloc or 'not tuned'}, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     errors = check_agreement()
     print("max relative error vs float64 dense masked form: "
           + ", ".join(f"{name} {err:.1e}" for name, err in errors.items()))
     train = bench_training(lengths, rounds, heads, dim, training_methods(ft))
     decode = bench_decode(positions, heads, dim)
+    breakdown = decode_breakdown(heads, dim)
+    prefill = bench_prefill(prompt, heads, dim, rounds=max(3, rounds // 2))
+    if torch.cuda.is_available():
+        cuda = bench_cuda(cuda_lengths, heads, dim)
+    else:
+        cuda = []
+        print("cuda: no device, section skipped")
 
     print("\nSDPA causal time / method time (higher = faster than SDPA), fwd / f+b:")
     print(f"{'method':20s} " + " ".join(f"{n:>13d}" for n in lengths))
@@ -246,14 +400,24 @@ def main(argv=None) -> int:
         at = {r["method"]: r for r in train if r["N"] == 8192}["kexue chunked 64"]  # the default chunk
         summary.update(sdpa_over_kexue_fwd_bwd_8192=at["sdpa_over_method_fwd_bwd"],
                        kexue_fwd_bwd_mib_8192=at["fwd_bwd_mib"])
-        print(f"\ntargets at N=8192, causal f+b, default chunk: SDPA / kexue = {at['sdpa_over_method_fwd_bwd']:.1f} "
-              f"(>= 16), peak {at['fwd_bwd_mib']:.0f} MiB (<= 288)")
-    print(f"decode at position {decode[-1]['position']}: {summary['decode_kv_over_linear_last']:.1f}x faster than the "
-          f"KV cache (>= 20), {summary['decode_linear_us_last']:.1f} us/token (<= 40); slowest / fastest position "
-          f"{summary['decode_linear_max_over_min']:.2f} (constant = 1)")
+        print(f"\ntarget at N=8192, causal f+b, default chunk: SDPA / kexue = {at['sdpa_over_method_fwd_bwd']:.1f}x "
+              f"(target >= 20x; malloc {'tuned' if malloc else 'not tuned'}), peak {at['fwd_bwd_mib']:.0f} MiB "
+              "(target <= 288)")
+    summary.update(prefill_op_speedup=prefill["op_speedup"], prefill_model_speedup=prefill["model_speedup"],
+                   load_average=load, malloc_tuned=bool(malloc))
+    print(f"target decode: {summary['decode_linear_us_last']:.1f} us/token at position {decode[-1]['position']} "
+          f"(target <= 40), slowest / fastest position {summary['decode_linear_max_over_min']:.2f} (constant = 1), "
+          f"{summary['decode_kv_over_linear_last']:.1f}x faster than the KV cache (target >= 20)")
+    med, fast = breakdown["median_us"], breakdown["fastest_us"]
+    print(f"decode breakdown: the torch form's tensor ops alone take {med['sum of ops']:.1f} us of its "
+          f"{med['torch step']:.1f} us step; the step as run {med['whole step']:.1f} us (fastest rounds "
+          f"{fast['sum of ops']:.1f} / {fast['torch step']:.1f} / {fast['whole step']:.1f})")
+    print(f"prefill of a {prompt}-token prompt in one call: {prefill['op_speedup']:.1f}x faster than stepping (op), "
+          f"{prefill['model_speedup']:.1f}x (model)")
     meta = {"quick": args.quick, "heads": heads, "dim": dim, "fast_transformers": ft is not None,
             "agreement_max_rel_error": errors}
-    write_json(args.out, {"meta": meta, "summary": summary, "training": train, "decode": decode})
+    write_json(args.out, {"meta": meta, "summary": summary, "training": train, "decode": decode, "prefill": prefill,
+                          "decode_breakdown": breakdown, "cuda": cuda})
     if args.figure:
         from kexue.eval.plots import subplots
 

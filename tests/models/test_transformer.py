@@ -24,6 +24,33 @@ def test_forward_step_equals_forward(attention, fmap):
     torch.testing.assert_close(steps, full)
 
 
+@pytest.mark.parametrize("attention,fmap", [("linear", "elu"), ("linear", "efficient"), ("softmax", "elu")])
+def test_prefill_equals_forward_steps(attention, fmap):
+    m = _model(attention, fmap)
+    x = torch.randint(0, 11, (2, 17))
+    full = m(x)
+    caches = m.init_caches(2, 17)
+    torch.testing.assert_close(m.prefill(x[:, :9], 0, caches), full[:, 8])
+    torch.testing.assert_close(m.prefill(x[:, 9:15], 9, caches), full[:, 14])
+    torch.testing.assert_close(torch.stack([m.forward_step(x[:, t], t, caches) for t in (15, 16)], 1), full[:, 15:])
+
+
+def test_generate_reads_the_prompt_in_one_call(monkeypatch):
+    # The prompt goes through prefill once; forward_step runs only for the sampled tokens (all but the last).
+    m = _model("linear")
+    calls = {"prefill": 0, "forward_step": 0}
+    for name in calls:
+        method = getattr(m, name)
+
+        def counted(*args, name=name, method=method):
+            calls[name] += 1
+            return method(*args)
+
+        monkeypatch.setattr(m, name, counted)
+    m.generate(torch.randint(0, 11, (2, 9)), 5)
+    assert calls == {"prefill": 1, "forward_step": 4}
+
+
 @pytest.mark.parametrize("attention", ["linear", "softmax"])
 def test_generate_with_cache_equals_without(attention):
     m = _model(attention)

@@ -70,6 +70,21 @@ def test_step_reproduces_forward(kind, fmap):
     assert cache["length"] == 11
 
 
+@pytest.mark.parametrize("kind,fmap", [("softmax", "elu"), ("linear", "elu"), ("linear", "favor"),
+                                       ("linear", "efficient")])
+def test_prefill_in_parts_then_step_reproduces_forward(kind, fmap):
+    # Two prefills (the second continues from the first's cache) and then steps == one forward pass.
+    layer = _layer(kind, True, fmap)
+    x = torch.randn(2, 13, 16, dtype=torch.float64)
+    full = layer(x)
+    cache = layer.init_cache(2, 13, dtype=torch.float64)
+    y1, cache = layer.prefill(x[:, :5], cache)
+    y2, cache = layer.prefill(x[:, 5:10], cache)
+    steps = [layer.step(x[:, t], cache)[0] for t in range(10, 13)]
+    torch.testing.assert_close(torch.cat([y1, y2, torch.stack(steps, 1)], 1), full)
+    assert cache["length"] == 13
+
+
 def test_favor_features_are_a_buffer_and_redraw():
     layer = _layer("linear", fmap="favor")
     assert "omega" in dict(layer.named_buffers())
@@ -87,7 +102,7 @@ def test_layers_share_one_calling_convention():
     # Same forward / step / init_cache signatures, so a model can swap one for the other.
     import inspect
 
-    for method in ("forward", "step", "init_cache"):
+    for method in ("forward", "prefill", "step", "init_cache"):
         a = inspect.signature(getattr(SoftmaxAttention, method))
         b = inspect.signature(getattr(LinearAttention, method))
         assert list(a.parameters) == list(b.parameters), method
@@ -126,3 +141,7 @@ def test_bad_inputs():
     sm.step(torch.randn(1, 16, dtype=torch.float64), cache)
     with pytest.raises(ValueError, match="KV cache is full"):
         sm.step(torch.randn(1, 16, dtype=torch.float64), cache)
+    with pytest.raises(ValueError, match="no room for 2 more"):
+        sm.prefill(torch.randn(1, 2, 16, dtype=torch.float64), cache)
+    with pytest.raises(ValueError, match="causal=False"):
+        _layer("linear", causal=False).prefill(torch.randn(1, 2, 16, dtype=torch.float64), {"state": None})

@@ -3,7 +3,8 @@
 - Pre-LayerNorm blocks (attention, then a GELU MLP), learned positional embeddings, untied output head.
 - ``attention="linear"`` uses :class:`kexue.nn.attention.LinearAttention` (feature map selectable); in
   :meth:`Transformer.generate` it runs as an RNN, one O(1) state update per token and layer (the paper's point: decoding
-  cost constant in position). ``attention="softmax"`` decodes with a KV cache, or, with ``use_cache=False``, by
+  cost constant in position), after reading the prompt in one parallel call (the chunked form returns the state).
+  ``attention="softmax"`` decodes with a KV cache, or, with ``use_cache=False``, by
   re-running the whole prefix every step (the paper's "softmax" baseline of Table 1).
 - The model returns logits; the loss lives with the experiment (style rule 3).
 """
@@ -35,6 +36,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), key_padding_mask))
         return x + self.mlp(self.ln2(x))
+
+    def prefill(self, x: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
+        y, cache = self.attn.prefill(self.ln1(x), cache)
+        x = x + y
+        return x + self.mlp(self.ln2(x)), cache
 
     def step(self, x_t: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
         y, cache = self.attn.step(self.ln1(x_t), cache)
@@ -121,6 +127,14 @@ class Transformer(nn.Module):
         p = self.head.weight
         return [b.attn.init_cache(batch, max_len, device=p.device, dtype=p.dtype) for b in self.blocks]
 
+    def prefill(self, tokens: torch.Tensor, position: int, caches: list[dict]) -> torch.Tensor:
+        """Read ``tokens [B, T]`` at positions ``position ...`` in one parallel call, filling ``caches`` as ``T``
+        calls of :meth:`forward_step` would: logits ``[B, vocab_size]`` of the last token (predicting the next)."""
+        x = self.tok(tokens) + self.pos.weight[position : position + tokens.shape[1]]
+        for block, cache in zip(self.blocks, caches, strict=True):
+            x, _ = block.prefill(x, cache)
+        return self.head(self.ln(x[:, -1]))
+
     def forward_step(self, token: torch.Tensor, position: int, caches: list[dict]) -> torch.Tensor:
         """One decoding step: ``token [B]`` at ``position`` -> logits ``[B, vocab_size]``; updates ``caches``."""
         x = self.tok(token) + self.pos.weight[position]
@@ -137,7 +151,8 @@ class Transformer(nn.Module):
             prompt: int64 ``[B, T0]`` with T0 >= 1.
             steps: tokens to sample (T0 + steps <= max_len).
             temperature: softmax temperature; 0 means greedy.
-            use_cache: decode with the recurrent state / KV cache; False re-runs the full prefix every step.
+            use_cache: read the prompt in one parallel call (:meth:`prefill`), then decode with the recurrent state /
+                KV cache; False re-runs the full prefix every step.
             generator: RNG for sampling.
 
         Returns:
@@ -155,8 +170,7 @@ class Transformer(nn.Module):
         caches = self.init_caches(prompt.shape[0], total) if use_cache else None
         logits = None
         if use_cache:
-            for t in range(prompt.shape[1]):
-                logits = self.forward_step(out[:, t], t, caches)
+            logits = self.prefill(prompt, 0, caches)
         for t in range(prompt.shape[1], total):
             if not use_cache:
                 logits = self.forward(out[:, :t])[:, -1]

@@ -1,7 +1,8 @@
 """Multi-head attention layers: softmax (SDPA) and linear (post 6; "Transformers are RNNs", arXiv 2006.16236).
 
 Both layers take ``x [B, N, dim]`` and return ``[B, N, dim]``, with the same constructor arguments apart from the
-linear layer's ``feature_map`` / ``eps`` / ``chunk_size``, and both decode one token at a time with ``step``:
+linear layer's ``feature_map`` / ``eps`` / ``chunk_size``, and both decode one token at a time with ``step`` after
+reading a prompt in one parallel call with ``prefill``:
 
 - :class:`SoftmaxAttention` keeps a KV cache (keys and values of every past token: O(position) per step);
 - :class:`LinearAttention` keeps the RNN state (S, z) of :func:`kexue.ops.attention.linear_attention_step`
@@ -21,7 +22,7 @@ from torch import nn
 from kexue.nn import tap as _tap
 from kexue.ops.attention import get_feature_map, linear_attention, linear_attention_step, linear_attention_weights
 from kexue.ops.attention.causal import DEFAULT_CHUNK
-from kexue.ops.attention.feature_maps import FavorFeatureMap, FeatureMap
+from kexue.ops.attention.feature_maps import EfficientFeatureMap, FavorFeatureMap, FeatureMap
 
 
 class _MultiHead(nn.Module):
@@ -105,6 +106,28 @@ class SoftmaxAttention(_MultiHead):
         zeros = torch.zeros(shape, device=device, dtype=dtype)
         return {"k": zeros, "v": zeros.clone(), "length": 0}
 
+    def prefill(self, x: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
+        """Read ``x [B, T, dim]`` in one call after the tokens already in ``cache``: ``[B, T, dim]``, equal to ``T``
+        calls of :meth:`step`; writes the T keys and values into ``cache`` (in place)."""
+        if not self.causal:
+            raise ValueError("prefill() fills a decoding cache of causal attention; this layer has causal=False")
+        self._check(x, None)
+        q, k, v = self._split(x)  # [B, H, T, d]
+        t0, t = cache["length"], x.shape[1]
+        if t0 + t > cache["k"].shape[2]:
+            raise ValueError(f"KV cache holds {cache['k'].shape[2]} tokens, {t0} used: no room for {t} more; build "
+                             "it with a larger max_len")
+        cache["k"][:, :, t0 : t0 + t] = k
+        cache["v"][:, :, t0 : t0 + t] = v
+        cache["length"] = t0 + t
+        if t0 == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # query i (position t0 + i) sees the cached keys and the new ones up to itself
+            mask = torch.ones(t, t0 + t, dtype=torch.bool, device=x.device).tril(t0)
+            y = F.scaled_dot_product_attention(q, cache["k"][:, :, : t0 + t], cache["v"][:, :, : t0 + t],
+                                               attn_mask=mask)
+        return self._merge(y), cache
+
     def step(self, x_t: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
         """Decode one token: ``x_t [B, dim]`` -> ``[B, dim]``; writes its key and value into ``cache`` (in place)."""
         if not self.causal:
@@ -175,6 +198,24 @@ class LinearAttention(_MultiHead):
     def init_cache(self, batch: int, max_len: int | None = None, *, device=None, dtype=torch.float32) -> dict:
         """The empty RNN state (created on the first :meth:`step`); ``max_len`` is ignored: the state is O(1)."""
         return {"state": None, "length": 0}
+
+    def prefill(self, x: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
+        """Read ``x [B, T, dim]`` in one parallel call from the state in ``cache``: ``[B, T, dim]``, equal to ``T``
+        calls of :meth:`step` (the chunked form with ``initial_state`` / ``return_state``). The Efficient Attention
+        map, whose state the parallel form does not carry, steps through the tokens instead."""
+        if not self.causal:
+            raise ValueError("prefill() fills a decoding cache of causal attention; this layer has causal=False")
+        self._check(x, None)
+        if isinstance(self.feature_map, EfficientFeatureMap):
+            ys = [self.step(x[:, t], cache)[0] for t in range(x.shape[1])]
+            return torch.stack(ys, 1), cache
+        self._sync_feature_map()
+        q, k, v = self._split(x)
+        y, cache["state"] = linear_attention(q, k, v, causal=True, feature_map=self.feature_map, eps=self.eps,
+                                             chunk_size=self.chunk_size, initial_state=cache["state"],
+                                             return_state=True)
+        cache["length"] += x.shape[1]
+        return self._merge(y), cache
 
     def step(self, x_t: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
         """Decode one token: ``x_t [B, dim]`` -> ``[B, dim]``, updating the RNN state in ``cache``."""

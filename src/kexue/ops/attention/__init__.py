@@ -1,17 +1,25 @@
 """Linear attention (post 6: kexue.fm/archives/7546, 8610; "Transformers are RNNs", arXiv 2006.16236).
 
-- :func:`linear_attention`: causal / non-causal, any feature map, key padding, fp32 accumulation.
-- :func:`linear_attention_step`: the recurrent (RNN) form for decoding.
+- :func:`linear_attention`: causal / non-causal (queries and keys of different lengths), any feature map, key
+  padding, fp32 accumulation; causal: initial and final states (prefill), packed sequences (``cu_seqlens``).
+- :func:`linear_attention_step`: the recurrent (RNN) form for decoding (a compiled numba loop for CPU inference
+  when numba is installed, :mod:`._decode_kernel`; the torch form otherwise).
+- :func:`causal_dot_product`: the un-normalised causal product (fast-transformers' ``causal_dot_product``).
 - :mod:`.feature_maps`: elu+1, relu, Su's 1+cos, FAVOR+ random features, Efficient Attention.
-- :mod:`.causal`: the three tied causal forms (dense masked reference, chunked with a custom backward, recurrent).
+- :mod:`.causal`: the three tied causal forms (dense masked reference, chunked with a custom backward, recurrent);
+  the chunked op reuses its scratch blocks between calls (:func:`empty_cache` frees them).
 - :mod:`.efficient`: Efficient Attention with the exact causal prefix normaliser.
 """
 
 from kexue.ops.attention.causal import (
+    AttentionInputError,
     LinearAttentionState,
+    causal_dot_product,
+    causal_dot_product_dense,
     causal_linear_attention_chunked,
     causal_linear_attention_dense,
     causal_linear_attention_recurrent,
+    empty_cache,
     linear_attention_state,
 )
 from kexue.ops.attention.efficient import (
@@ -40,6 +48,7 @@ from kexue.ops.attention.linear import (
 
 __all__ = [
     "FEATURE_MAPS",
+    "AttentionInputError",
     "CosFeatureMap",
     "EfficientAttentionState",
     "EfficientFeatureMap",
@@ -48,12 +57,15 @@ __all__ = [
     "FeatureMap",
     "LinearAttentionState",
     "ReluFeatureMap",
+    "causal_dot_product",
+    "causal_dot_product_dense",
     "causal_linear_attention_chunked",
     "causal_linear_attention_dense",
     "causal_linear_attention_recurrent",
     "efficient_attention",
     "efficient_attention_dense",
     "efficient_attention_step",
+    "empty_cache",
     "get_feature_map",
     "linear_attention",
     "linear_attention_state",
