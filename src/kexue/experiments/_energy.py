@@ -152,13 +152,13 @@ def build_step(method: str, generator: nn.Module, critic: nn.Module, mi_net: nn.
                sample_real: Callable[[], torch.Tensor], sample_z: Callable[[int], torch.Tensor], lam: float,
                mi_weight: float, estimator: str, n_critic: int, lr: float, betas: tuple[float, float],
                g_lr: float | None = None, g_betas: tuple[float, float] | None = None,
-               sigma: float = 1.0) -> GANStep:
+               sigma: float = 1.0, gp_weight: float = 10.0) -> GANStep:
     """``method``: ``"meg"`` (energy + entropy), ``"meg-nomi"`` (the ablation, ``mi_weight`` = 0) or
-    ``"wgan-gp"``."""
+    ``"wgan-gp"`` (with gradient-penalty weight ``gp_weight``; Gulrajani et al.'s toy script uses 0.1)."""
     common = {"sample_real": sample_real, "sample_z": sample_z, "n_critic": n_critic, "lr": lr, "betas": betas,
               "g_lr": g_lr, "g_betas": g_betas}
     if method == "wgan-gp":
-        return wgan_gp_step(generator, critic, **common)
+        return wgan_gp_step(generator, critic, gp_weight=gp_weight, **common)
     if method == "meg":
         return meg_step(generator, critic, mi_net, lam=lam, mi_weight=mi_weight, estimator=estimator, sigma=sigma,
                         **common)
