@@ -422,8 +422,8 @@ def _figures(cfg: Config, run: Run, results: dict, grids: dict, lim: float) -> N
                    "whiskers = sd, dots = single seeds.")
 
 
-PRESETS = {"quick": {"steps": 2500, "width": 64, "lr": 1e-3, "n_critic": 2, "compare_on": ("25gaussians",),
-                     "log_every": 50},
+PRESETS = {"quick": {"steps": 1500, "width": 64, "lr": 1e-3, "n_critic": 5, "datasets": ("25gaussians",),
+                     "compare_on": ("25gaussians",), "log_every": 50},
            "full": {"seeds": (0,)}}
 
 EXPERIMENT = Experiment(
