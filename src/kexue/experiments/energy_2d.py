@@ -292,28 +292,29 @@ def _report(cfg: Config, run: Run, results: dict, sweep_rows: list[dict]) -> dic
     if "25gaussians" in results and "meg" in results["25gaussians"]:
         r25 = results["25gaussians"]
         meg = r25["meg"]
-        n = len(meg)
+        n = len(meg)  # every method trains on the same seeds here
+        of = f"mean of {n} seed{'s' * (n > 1)}"
         wgan_kl = _stat(r25["wgan-gp"], "before", "kl")[0] if "wgan-gp" in r25 else None
         run.summary("modes_25g", _stat(meg, "after", "modes")[0], bar=25,
-                    note=f"MEG after latent MALA, of 25 (mean of {n} seeds)")
+                    note=f"MEG after latent MALA, of 25 ({of})")
         run.summary("high_quality_25g", _stat(meg, "after", "high_quality")[0], bar=0.9,
-                    note=f"MEG after latent MALA: share within 3σ of a centre (mean of {n} seeds; chance 0.014)")
+                    note=f"MEG after latent MALA: share within 3σ of a centre ({of}; chance 0.014)")
         run.summary("kl_25g", _stat(meg, "after", "kl")[0], bar=wgan_kl, direction="min",
                     note="MEG after MALA; bar = WGAN-GP's KL (same networks and budget)")
         run.summary("high_quality_25g_no_mala", _stat(meg, "before", "high_quality")[0],
-                    note=f"MEG samples G(z) (mean of {n} seeds)")
+                    note=f"MEG samples G(z) ({of})")
         run.summary("kl_25g_no_mala", _stat(meg, "before", "kl")[0], bar=wgan_kl, direction="min",
                     note="MEG samples G(z); bar = WGAN-GP's KL")
         if "meg-nomi" in r25:
             off = r25["meg-nomi"]
             run.summary("modes_25g_mi_off", _stat(off, "before", "modes")[0], bar=None,
-                        note=f"ablation: MI weight 0 (before MALA; mean of {len(off)} seeds)")
+                        note=f"ablation: MI weight 0 (before MALA; {of})")
             run.summary("high_quality_25g_mi_off", _stat(off, "after", "high_quality")[0], bar=None,
                         note=f"ablation after MALA: {_show(off, 'after', 'high_quality', '.2f')} vs MEG "
                              f"{_show(meg, 'after', 'high_quality', '.2f')}")
         if "wgan-gp" in r25:
             run.summary("modes_25g_wgan_gp", _stat(r25["wgan-gp"], "before", "modes")[0], bar=20,
-                        note=f"baseline, λ_GP {cfg.wgan_lambda:g} (mean of {len(r25['wgan-gp'])} seeds)")
+                        note=f"baseline, λ_GP {cfg.wgan_lambda:g} ({of})")
 
     lines = []
     for name, by_method in results.items():
