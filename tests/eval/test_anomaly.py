@@ -82,3 +82,44 @@ def test_splits():
     train, test, test_labels = A.shuttle_split(feats, labels, seed=0)
     assert len(test) == 25 and len(test_labels) == 25 and len(train) == 25 - (labels.sum() - test_labels.sum())
     assert not set(map(tuple, train.tolist())) & set(map(tuple, test.tolist()))  # disjoint halves
+
+
+# MNIST's digit counts over the pooled 70,000 train + test images (0..9)
+MNIST_COUNTS = (6903, 7877, 6990, 7141, 6824, 6313, 6876, 7293, 6825, 6958)
+
+
+@pytest.mark.parametrize("digit, rate", [(1, 0.388), (4, 0.351), (5, 0.331), (7, 0.368), (9, 0.356)])
+def test_pooled_split_class_ratios(digit, rate):
+    """The paper's split on MNIST's label counts: train = 80% of the normals (no anomaly), test = the other 20% of
+    the normals plus every held-out image, so the anomaly share is n_d / (n_d + 0.2 (70,000 - n_d))."""
+    labels = np.repeat(np.arange(10), MNIST_COUNTS)
+    images = np.arange(len(labels))  # each "image" is its own index, so membership can be traced
+    train, test, is_anomaly = A.pooled_held_out_digit_split(images, labels, digit, seed=3)
+    n_digit, n_normal = MNIST_COUNTS[digit], 70_000 - MNIST_COUNTS[digit]
+    assert len(train) == int(0.8 * n_normal) and len(test) == n_normal - len(train) + n_digit
+    assert (labels[train] != digit).all()  # nothing of the held-out digit is trained on
+    assert is_anomaly.sum() == n_digit and (is_anomaly == (labels[test] == digit)).all()
+    assert round(is_anomaly.mean(), 3) == rate  # the random AUPRC the spec quotes
+    assert not set(train.tolist()) & set(test.tolist())  # disjoint
+    assert sorted(train.tolist() + test.tolist()) == list(range(70_000))  # every image used once
+    # the normal digits keep their proportions in both halves (a random split, not a sorted one)
+    for d in set(range(10)) - {digit}:
+        share = MNIST_COUNTS[d] / n_normal
+        assert abs((labels[train] == d).mean() - share) < 0.01
+        assert abs((labels[test][is_anomaly == 0] == d).mean() - share) < 0.02
+    # the test order is shuffled: the anomalies are not all at the end
+    assert is_anomaly[: len(test) // 2].mean() > 0.3
+
+
+def test_pooled_split_seed_and_inputs():
+    labels = np.arange(100) % 10
+    a = A.pooled_held_out_digit_split(np.arange(100), labels, 2, seed=0)
+    b = A.pooled_held_out_digit_split(np.arange(100), labels, 2, seed=0)
+    c = A.pooled_held_out_digit_split(np.arange(100), labels, 2, seed=1)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True)) and not (a[0] == c[0]).all()
+    with pytest.raises(ValueError, match="digit"):
+        A.pooled_held_out_digit_split(np.arange(100), labels, 10)
+    with pytest.raises(ValueError, match="train_fraction"):
+        A.pooled_held_out_digit_split(np.arange(100), labels, 2, train_fraction=1.0)
+    with pytest.raises(ValueError, match="differ in length"):
+        A.pooled_held_out_digit_split(np.arange(99), labels, 2)

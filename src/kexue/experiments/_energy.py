@@ -5,6 +5,7 @@ Private module (leading underscore): the registry skips it; ``energy_2d``, ``ene
 ``energy_stackedmnist`` and ``energy_anomaly`` import it.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,13 +152,13 @@ def build_step(method: str, generator: nn.Module, critic: nn.Module, mi_net: nn.
                sample_real: Callable[[], torch.Tensor], sample_z: Callable[[int], torch.Tensor], lam: float,
                mi_weight: float, estimator: str, n_critic: int, lr: float, betas: tuple[float, float],
                g_lr: float | None = None, g_betas: tuple[float, float] | None = None,
-               sigma: float = 1.0) -> GANStep:
+               sigma: float = 1.0, gp_weight: float = 10.0) -> GANStep:
     """``method``: ``"meg"`` (energy + entropy), ``"meg-nomi"`` (the ablation, ``mi_weight`` = 0) or
-    ``"wgan-gp"``."""
+    ``"wgan-gp"`` (with gradient-penalty weight ``gp_weight``; Gulrajani et al.'s toy script uses 0.1)."""
     common = {"sample_real": sample_real, "sample_z": sample_z, "n_critic": n_critic, "lr": lr, "betas": betas,
               "g_lr": g_lr, "g_betas": g_betas}
     if method == "wgan-gp":
-        return wgan_gp_step(generator, critic, **common)
+        return wgan_gp_step(generator, critic, gp_weight=gp_weight, **common)
     if method == "meg":
         return meg_step(generator, critic, mi_net, lam=lam, mi_weight=mi_weight, estimator=estimator, sigma=sigma,
                         **common)
@@ -195,6 +196,40 @@ def train(step: GANStep, run: Any, *, name: str, steps: int, config: dict, log_e
     bar.close()
     rt.save()  # the final weights, so a resumed run evaluates the same models (a no-op if just saved)
     return rt
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The recipe audit table every energy experiment reports
+# --------------------------------------------------------------------------------------------------------------
+
+
+def preset_value(config_cls: type, presets: dict[str, dict[str, Any]], preset: str, key: str) -> Any:
+    """The value of config field ``key`` under ``preset`` (the preset's override, else the field's default)."""
+    if key in presets.get(preset, {}):
+        return presets[preset][key]
+    f = {f.name: f for f in dataclasses.fields(config_cls)}[key]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def recipe_table(run: Any, config_cls: type, presets: dict[str, dict[str, Any]],
+                 rows: list[tuple[str, str | tuple[str, str], str, str, str]], caption: str = "") -> None:
+    """The audit table "setting / ours (quick) / ours (full) / paper / official code / why different".
+
+    Args:
+        rows: ``(setting, key, paper, official, why)``; ``key`` names a config field (its quick and full values are
+            read from ``presets`` and the field defaults) or is a ``(quick, full)`` pair of fixed strings.
+    """
+
+    def show(v: Any) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    table = []
+    for setting, key, paper, official, why in rows:
+        quick, full = key if isinstance(key, tuple) else (show(preset_value(config_cls, presets, p, key))
+                                                          for p in ("quick", "full"))
+        table.append([setting, quick, full, paper, official, why])
+    run.table(["setting", "ours (quick)", "ours (full)", "paper", "official code", "why different"], table,
+              caption=caption)
 
 
 # --------------------------------------------------------------------------------------------------------------

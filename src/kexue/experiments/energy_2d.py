@@ -11,6 +11,10 @@ Claims checked on 25 Gaussians, 8 Gaussians and the Swiss roll (``spec/energy-ga
    reported before and after it; the chains are drawn over the density;
 4. ablation: without the entropy term (MI weight 0) the generator loses modes.
 
+Claims 1 and 4 are differences between models, so on the ``compare_on`` data sets every model trains once per seed
+in ``seeds`` and the summaries are means over seeds, shown with their spread. The MALA temperature is declared in
+the config (``mala_temperature``); the temperature sweep is shown for reading, never used to pick it.
+
 All models train through :func:`kexue.train.energy.meg_step` / the shared GAN step with checkpoints, so a killed
 run resumes model by model.
 """
@@ -28,6 +32,7 @@ from kexue.experiments._energy import (
     build_step,
     density_mass_near,
     grid_energy,
+    recipe_table,
     refine,
     toy_metrics,
     toy_set,
@@ -61,8 +66,12 @@ class Config(ExperimentConfig):
     depth: int = param(3, "hidden layers of G, U and the MI network", min=1)
     z_dim: int = param(2, "latent dimension", min=1)
     lam: float = param(0.1, "score-penalty weight lambda on real data", min=0.0)
-    mi_weight: float = param(1.0, "weight w of the MI (entropy) term; the official code's BCE amounts to 0.5",
-                             min=0.0)
+    mi_weight: float = param(0.5, "weight w of the MI (entropy) term: 0.5 = the official code's BCE form, 1 = "
+                             "the paper's formula", min=0.0)
+    seeds: tuple[int, ...] = param((0, 1, 2), "training seeds on the compare_on data sets (summaries = their mean); "
+                                   "other data sets use the first", min=0)
+    wgan_lambda: float = param(0.1, "WGAN-GP's gradient-penalty weight (Gulrajani et al.'s toy script: 0.1)",
+                               min=0.0)
     estimator: str = param("jsd", "MI estimator: Deep-InfoMax JSD (MEG) or the InfoGAN bound (post 6331)",
                            choices=ESTIMATORS)
     pool: int = param(100_000, "real points drawn once per data set (training batches come from here)", min=100)
@@ -85,7 +94,7 @@ class Config(ExperimentConfig):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _train_model(cfg: Config, run: Run, toy: ToySet, method: str, seed: int):
+def _train_model(cfg: Config, run: Run, toy: ToySet, method: str, seed: int, tag: str = ""):
     torch.manual_seed(seed)
     device = run.device
     G = MLPGenerator(cfg.z_dim, 2, cfg.width, cfg.depth).to(device)
@@ -99,8 +108,9 @@ def _train_model(cfg: Config, run: Run, toy: ToySet, method: str, seed: int):
                       sample_real=lambda: pool[torch.randint(len(pool), (cfg.batch_size,), device=device)],
                       sample_z=lambda n: torch.randn(n, cfg.z_dim, device=device), lam=cfg.lam,
                       mi_weight=cfg.mi_weight, estimator=cfg.estimator, n_critic=cfg.n_critic, lr=cfg.lr,
-                      betas=(cfg.beta1, cfg.beta2))
-    rt = train(step, run, name=f"{toy.name}-{method}", steps=cfg.steps, config=asdict(cfg), log_every=cfg.log_every)
+                      betas=(cfg.beta1, cfg.beta2), gp_weight=cfg.wgan_lambda)
+    rt = train(step, run, name=f"{toy.name}-{method}{tag}", steps=cfg.steps, config=asdict(cfg),
+               log_every=cfg.log_every)
     G.eval()
     # The energy view: WGAN-GP's critic f is high on data, so its energy is -f.
     energy = U if method != "wgan-gp" else (lambda x: -U(x))
@@ -136,50 +146,97 @@ def _evaluate(cfg: Config, toy: ToySet, G, energy, gen_seed: int, *, temperature
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _seeds(cfg: Config, name: str) -> tuple[int, ...]:
+    """Training seeds of a data set: every seed where the methods are compared, the first one elsewhere."""
+    return cfg.seeds if name in cfg.compare_on else cfg.seeds[:1]
+
+
 def run(cfg: Config, run: Run) -> dict:
-    results: dict[str, dict[str, dict]] = {}
+    results: dict[str, dict[str, list[dict]]] = {}  # data set -> method -> one result per seed
     grids: dict[str, tuple] = {}
     sweep_rows = []
     lim = 2.0
     for d_index, name in enumerate(cfg.datasets):
         toy = toy_set(name, cfg.pool, seed=cfg.seed)
         methods = [m for m in cfg.methods if m == "meg" or name in cfg.compare_on]
-        results[name] = {}
-        for m_index, method in enumerate(methods):
-            seed = cfg.seed * 1000 + 10 * d_index + m_index
-            G, U, energy, rt = _train_model(cfg, run, toy, method, seed)
-            res = _evaluate(cfg, toy, G, energy, seed, temperature=cfg.mala_temperature,
-                            trace=cfg.chains_shown if method == "meg" else 0)
-            res["bad_steps"] = rt.bad_steps
-            if method != "wgan-gp":
-                xs, _, u_grid, density = grid_energy(U, lim, cfg.grid)
-                res["mass_near"] = density_mass_near(toy, xs, density)
-                res["u_span"] = float(u_grid.max() - u_grid.min())
-                if method == "meg":
-                    grids[name] = (xs, u_grid, density)
-            if method == "meg" and d_index == 0:
-                for t in cfg.temperatures:
-                    r = _evaluate(cfg, toy, G, energy, seed, temperature=t)
-                    sweep_rows.append({"temperature": t, **r["after"], "accept": r["accept"]})
-            run.log(step=None, dataset=name, method=method, **{f"before_{k}": v for k, v in res["before"].items()},
-                    **{f"after_{k}": v for k, v in res["after"].items()}, mala_accept=res["accept"],
-                    density_mass_near_modes=res.get("mass_near"))
-            results[name][method] = res
+        results[name] = {m: [] for m in methods}
+        for s_index, train_seed in enumerate(_seeds(cfg, name)):
+            for m_index, method in enumerate(methods):
+                seed = cfg.seed * 1000 + 100 * train_seed + 10 * d_index + m_index
+                G, U, energy, rt = _train_model(cfg, run, toy, method, seed,
+                                                 tag="" if s_index == 0 else f"-s{train_seed}")
+                first_meg = method == "meg" and s_index == 0
+                res = _evaluate(cfg, toy, G, energy, seed, temperature=cfg.mala_temperature,
+                                trace=cfg.chains_shown if first_meg else 0)
+                res["bad_steps"], res["seed"] = rt.bad_steps, train_seed
+                if method != "wgan-gp":
+                    xs, _, u_grid, density = grid_energy(U, lim, cfg.grid)
+                    res["mass_near"] = density_mass_near(toy, xs, density)
+                    res["u_span"] = float(u_grid.max() - u_grid.min())
+                    if first_meg:
+                        grids[name] = (xs, u_grid, density)
+                if first_meg and d_index == 0:
+                    for t in cfg.temperatures:
+                        r = _evaluate(cfg, toy, G, energy, seed, temperature=t)
+                        sweep_rows.append({"temperature": t, **r["after"], "accept": r["accept"]})
+                run.log(step=None, dataset=name, method=method, seed=train_seed,
+                        **{f"before_{k}": v for k, v in res["before"].items()},
+                        **{f"after_{k}": v for k, v in res["after"].items()}, mala_accept=res["accept"],
+                        density_mass_near_modes=res.get("mass_near"))
+                results[name][method].append(res)
 
     metrics = _report(cfg, run, results, sweep_rows)
     _figures(cfg, run, results, grids, lim)
     return metrics
 
 
+def _stat(runs: list[dict], when: str, key: str) -> tuple[float, float, list[float]]:
+    """Mean, standard deviation (ddof 1; 0 for one seed) and per-seed values of one metric."""
+    values = [float(r[when][key]) for r in runs]
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, values
+
+
+def _show(runs: list[dict], when: str, key: str, fmt: str) -> str:
+    """``mean ± sd (v1, v2, v3)`` over seeds, or the value for one seed."""
+    mean, sd, values = _stat(runs, when, key)
+    if len(values) == 1:
+        return format(mean, fmt)
+    return f"{mean:{fmt}} ± {sd:{fmt}} ({', '.join(format(v, fmt) for v in values)})"
+
+
+RECIPE = [
+    ("energy steps per G step", "n_critic", "5", "5 (ebm_toy.py)", "–"),
+    ("λ (score penalty on real data)", "lam", "0.1", "0.1", "–"),
+    ("MI weight vs the energy term", "mi_weight", "1 (−I_JSD + E U)", "BCE over 2m = ½ I_JSD",
+     "the official code's form"),
+    ("width × depth of G, U, T", "width", "–", "512 × 3", "quick: CPU budget"),
+    ("generator iterations", "steps", "–", "100k", "quick: CPU budget"),
+    ("Adam lr", "lr", "–", "1e-4", "quick: a larger step for the short run"),
+    ("Adam betas", ("0.5, 0.9", "0.5, 0.9"), "–", "0.5, 0.9", "–"),
+    ("batch", "batch_size", "–", "256", "–"),
+    ("training seeds (25 Gaussians)", "seeds", "–", "one run", "claims about differences need ≥ 3"),
+    ("MALA steps at evaluation", "mala_steps", "100 (CelebA, qualitative)", "5 (sampler.py)", "enough steps to "
+     "reach the pits from G's samples"),
+    ("MALA temperature T of e^{−U/T}", "mala_temperature", "–", "'temp' 0.01–0.2 multiplies U (T = 5–100)",
+     "declared, sharpens the target (see the sweep)"),
+    ("MALA step", "mala_step", "α (not given)", "0.01", "adapted to acceptance 0.574 over the first half"),
+    ("WGAN-GP baseline λ_GP", "wgan_lambda", "–", "0.1, 5 critic steps, width 512 (gan_toy.py)", "quick: the "
+     "same width as MEG"),
+]
+
+
 def _report(cfg: Config, run: Run, results: dict, sweep_rows: list[dict]) -> dict:
     metrics: dict[str, float] = {}
     for name, by_method in results.items():
-        for method, res in by_method.items():
+        for method, runs in by_method.items():
             for when in ("before", "after"):
-                for k, v in res[when].items():
-                    metrics[f"{name}_{method}_{when}_{k}"] = v
-            if "mass_near" in res:
-                metrics[f"{name}_{method}_density_mass_near"] = res["mass_near"]
+                for k in runs[0][when]:
+                    metrics[f"{name}_{method}_{when}_{k}"] = _stat(runs, when, k)[0]  # mean over seeds
+                    if len(runs) > 1:
+                        for r in runs:
+                            metrics[f"{name}_{method}_s{r['seed']}_{when}_{k}"] = float(r[when][k])
+            if "mass_near" in runs[0]:
+                metrics[f"{name}_{method}_density_mass_near"] = float(np.mean([r["mass_near"] for r in runs]))
 
     run.section("Claim")
     run.text("Post 6316 reads a GAN as an energy model: the critic U digs pits under the real samples (a "
@@ -193,68 +250,89 @@ def _report(cfg: Config, run: Run, results: dict, sweep_rows: list[dict]) -> dic
              f"{cfg.steps:,} generator iterations × {cfg.n_critic} energy steps, batch {cfg.batch_size}, Adam lr "
              f"{cfg.lr:g}, betas ({cfg.beta1}, {cfg.beta2}) for every network and method; λ = {cfg.lam} on real "
              f"data; MI weight {cfg.mi_weight} ({cfg.estimator}). WGAN-GP uses the same networks, optimiser and "
-             f"budget with λ_GP = 10. Scores on {cfg.eval_samples:,} samples: a sample is high quality within 3σ of "
-             f"its nearest centre (Swiss roll: of the noise-free roll; its 'modes' are 20 equal pieces of the roll); "
-             f"KL is that of the high-quality samples' mode histogram to uniform. MALA: {cfg.mala_steps} steps on "
-             f"U(G(z))/T{' + ‖z‖²/2' if cfg.mala_prior else ''}, T = {cfg.mala_temperature}, step adapted to "
-             f"acceptance {cfg.target_accept} over the first half.")
+             f"budget with λ_GP = {cfg.wgan_lambda} (Gulrajani et al.'s toy setting). Seeds "
+             f"{', '.join(map(str, cfg.seeds))} on {', '.join(TOY_TITLES[n] for n in cfg.compare_on)} (mean ± sd "
+             f"and per-seed values below), the first seed elsewhere. Scores on {cfg.eval_samples:,} samples: a sample "
+             f"is high quality within 3σ of its nearest centre (σ = the data generator's mode std, 0.05/2.828 for "
+             f"25 Gaussians; Swiss roll: 3 noise std of the noise-free roll, its 'modes' are 20 equal pieces); KL is "
+             f"that of the high-quality samples' mode histogram to uniform. MALA: {cfg.mala_steps} steps on "
+             f"U(G(z))/T{' + ‖z‖²/2' if cfg.mala_prior else ''}, T = {cfg.mala_temperature} (declared in the "
+             f"config), step adapted to acceptance {cfg.target_accept} over the first half.")
+    recipe_table(run, Config, PRESETS, RECIPE,
+                 caption="Recipe audit: our presets against the paper (EnGAN/MEG) and the official code "
+                         "(ebm_toy.py, sampler.py; WGAN-GP: gan_toy.py).")
 
     run.section("Results")
     rows = []
     for name, by_method in results.items():
-        for method, res in by_method.items():
-            b, a = res["before"], res["after"]
-            k = {"25gaussians": 25, "8gaussians": 8}.get(name, 20)
-            rows.append([TOY_TITLES[name], LABELS[method], f"{b['modes']}/{k}", b["high_quality"], b["kl"],
-                         f"{a['modes']}/{k}", a["high_quality"], a["kl"], res["accept"],
-                         res.get("mass_near", "–")])
-    run.table(["data", "model", "modes", "high quality", "KL", "modes (MALA)", "high quality (MALA)", "KL (MALA)",
-               "MALA acceptance", "density mass near data"], rows,
-              caption="Before and after latent MALA. 'Density mass near data': share of e^{-U}/Z (on a "
+        k = {"25gaussians": 25, "8gaussians": 8}.get(name, 20)
+        for method, runs in by_method.items():
+            rows.append([TOY_TITLES[name], LABELS[method], len(runs), f"{_show(runs, 'before', 'modes', '.3g')} / {k}",
+                         _show(runs, "before", "high_quality", ".3f"), _show(runs, "before", "kl", ".3f"),
+                         f"{_show(runs, 'after', 'modes', '.3g')} / {k}", _show(runs, "after", "high_quality", ".3f"),
+                         _show(runs, "after", "kl", ".3f"), float(np.mean([r["accept"] for r in runs])),
+                         float(np.mean([r["mass_near"] for r in runs])) if "mass_near" in runs[0] else "–"])
+    run.table(["data", "model", "seeds", "modes", "high quality", "KL", "modes (MALA)", "high quality (MALA)",
+               "KL (MALA)", "MALA acceptance", "density mass near data"], rows,
+              caption="Before and after latent MALA; mean ± sd over the seeds with the per-seed values in brackets. "
+                      "Chance: a sample uniform on [−2, 2]² is high quality with probability 25·π(3σ)²/16 = 0.014 "
+                      "(25 Gaussians). 'Density mass near data': share of e^{-U}/Z (on a "
                       f"{cfg.grid}² grid over [-2, 2]²) within 3σ of a centre / of the roll; for WGAN-GP the "
                       "critic is not an energy model and no density is shown. WGAN-GP's MALA uses U = −f.")
     if sweep_rows:
         first = cfg.datasets[0]
         run.table(["temperature T", "modes", "high quality", "KL", "acceptance"],
                   [[r["temperature"], r["modes"], r["high_quality"], r["kl"], r["accept"]] for r in sweep_rows],
-                  caption=f"MEG on {TOY_TITLES[first]}: latent MALA at several temperatures (target e^{{-U/T}}"
-                          f"{' N(z)' if cfg.mala_prior else ''}); T < 1 sharpens the target. MEG's code calls 1/T "
-                          "its 'temp' and evaluates at temp 0.01–0.2 (T = 5–100, a flatter target) for 5 steps of "
-                          "0.01, which barely moves the samples.")
+                  caption=f"MEG on {TOY_TITLES[first]} (first seed): latent MALA at several temperatures (target "
+                          f"e^{{-U/T}}{' N(z)' if cfg.mala_prior else ''}); T < 1 sharpens the target. Shown, not "
+                          f"used to pick T: the headline uses the declared T = {cfg.mala_temperature:g}. MEG's code "
+                          "calls 1/T its 'temp' and evaluates at temp 0.01–0.2 (T = 5–100, a flatter target) for 5 "
+                          "steps of 0.01, which barely moves the samples.")
 
     if "25gaussians" in results and "meg" in results["25gaussians"]:
         r25 = results["25gaussians"]
         meg = r25["meg"]
-        wgan_kl = r25["wgan-gp"]["before"]["kl"] if "wgan-gp" in r25 else None
-        run.summary("modes_25g", meg["after"]["modes"], bar=25, note="MEG after latent MALA, of 25")
-        run.summary("high_quality_25g", meg["after"]["high_quality"], bar=0.9,
-                    note="MEG after latent MALA: share within 3σ of a centre")
-        run.summary("kl_25g", meg["after"]["kl"], bar=wgan_kl, direction="min",
+        n = len(meg)  # every method trains on the same seeds here
+        of = f"mean of {n} seed{'s' * (n > 1)}"
+        wgan_kl = _stat(r25["wgan-gp"], "before", "kl")[0] if "wgan-gp" in r25 else None
+        run.summary("modes_25g", _stat(meg, "after", "modes")[0], bar=25,
+                    note=f"MEG after latent MALA, of 25 ({of})")
+        run.summary("high_quality_25g", _stat(meg, "after", "high_quality")[0], bar=0.9,
+                    note=f"MEG after latent MALA: share within 3σ of a centre ({of}; chance 0.014)")
+        run.summary("kl_25g", _stat(meg, "after", "kl")[0], bar=wgan_kl, direction="min",
                     note="MEG after MALA; bar = WGAN-GP's KL (same networks and budget)")
-        run.summary("high_quality_25g_no_mala", meg["before"]["high_quality"], bar=0.9, note="MEG samples G(z)")
-        run.summary("kl_25g_no_mala", meg["before"]["kl"], bar=wgan_kl, direction="min",
+        run.summary("high_quality_25g_no_mala", _stat(meg, "before", "high_quality")[0],
+                    note=f"MEG samples G(z) ({of})")
+        run.summary("kl_25g_no_mala", _stat(meg, "before", "kl")[0], bar=wgan_kl, direction="min",
                     note="MEG samples G(z); bar = WGAN-GP's KL")
         if "meg-nomi" in r25:
-            run.summary("modes_25g_mi_off", r25["meg-nomi"]["before"]["modes"], bar=None,
-                        note="ablation: MI weight 0 (before MALA)")
+            off = r25["meg-nomi"]
+            run.summary("modes_25g_mi_off", _stat(off, "before", "modes")[0], bar=None,
+                        note=f"ablation: MI weight 0 (before MALA; {of})")
+            run.summary("high_quality_25g_mi_off", _stat(off, "after", "high_quality")[0], bar=None,
+                        note=f"ablation after MALA: {_show(off, 'after', 'high_quality', '.2f')} vs MEG "
+                             f"{_show(meg, 'after', 'high_quality', '.2f')}")
         if "wgan-gp" in r25:
-            run.summary("modes_25g_wgan_gp", r25["wgan-gp"]["before"]["modes"], note="baseline")
+            run.summary("modes_25g_wgan_gp", _stat(r25["wgan-gp"], "before", "modes")[0], bar=20,
+                        note=f"baseline, λ_GP {cfg.wgan_lambda:g} ({of})")
 
     lines = []
     for name, by_method in results.items():
         meg = by_method.get("meg")
         if meg is None:
             continue
-        parts = [f"{TOY_TITLES[name]}: MEG {meg['before']['modes']} modes / hq {meg['before']['high_quality']:.1%}"
-                 f" / KL {meg['before']['kl']:.3f}, after MALA {meg['after']['modes']} / "
-                 f"{meg['after']['high_quality']:.1%} / {meg['after']['kl']:.3f}"]
+        parts = [f"{TOY_TITLES[name]}: MEG {_stat(meg, 'before', 'modes')[0]:.3g} modes / hq "
+                 f"{_stat(meg, 'before', 'high_quality')[0]:.1%} / KL {_stat(meg, 'before', 'kl')[0]:.3f}, after "
+                 f"MALA {_stat(meg, 'after', 'modes')[0]:.3g} / {_stat(meg, 'after', 'high_quality')[0]:.1%} / "
+                 f"{_stat(meg, 'after', 'kl')[0]:.3f}"]
         for other in ("meg-nomi", "wgan-gp"):
             if other in by_method:
-                o = by_method[other]["before"]
-                parts.append(f"{LABELS[other]} {o['modes']} / {o['high_quality']:.1%} / {o['kl']:.3f}")
+                o = by_method[other]
+                parts.append(f"{LABELS[other]} {_stat(o, 'before', 'modes')[0]:.3g} / "
+                             f"{_stat(o, 'before', 'high_quality')[0]:.1%} / {_stat(o, 'before', 'kl')[0]:.3f}")
         lines.append("; ".join(parts) + ".")
-    run.text("Measured (modes / high quality / KL): " + " ".join(lines))
-    spans = {name: by["meg"]["u_span"] for name, by in results.items() if "meg" in by}
+    run.text("Measured (means over seeds; modes / high quality / KL): " + " ".join(lines))
+    spans = {name: float(np.mean([r["u_span"] for r in by["meg"]])) for name, by in results.items() if "meg" in by}
     run.text("How to read the quality numbers: MEG's generator is trained towards e^{-U}, so its samples are as "
              "sharp as the learned energy. Over the plotted square U spans "
              + ", ".join(f"{s:.2g} nats ({TOY_TITLES[n]})" for n, s in spans.items())
@@ -262,12 +340,12 @@ def _report(cfg: Config, run: Run, results: dict, sweep_rows: list[dict]) -> dic
              "much broader than the data wherever the energy is still shallow; latent MALA at T < 1 samples "
              "e^{-U/T} and sharpens it.")
     worse = [n for n, by in results.items() if "wgan-gp" in by
-             and by["wgan-gp"]["after"]["high_quality"] < by["wgan-gp"]["before"]["high_quality"]]
+             and _stat(by["wgan-gp"], "after", "high_quality")[0] < _stat(by["wgan-gp"], "before", "high_quality")[0]]
     if worse:
         run.text("On " + ", ".join(TOY_TITLES[n] for n in worse) + " MALA on WGAN-GP's −f lowered the sample "
                  "quality: a WGAN critic is trained to be 1-Lipschitz, not to have pits at the data, so a sharpened "
                  "e^{f/T} pulls samples along its slope rather than into modes.")
-    bad = sum(res["bad_steps"] for by in results.values() for res in by.values())
+    bad = sum(r["bad_steps"] for by in results.values() for runs in by.values() for r in runs)
     if bad:
         run.text(f"The NaN guard skipped {bad} non-finite steps in total.")
     return metrics
@@ -281,7 +359,7 @@ def _figures(cfg: Config, run: Run, results: dict, grids: dict, lim: float) -> N
     fig, axes = subplots(len(names), ncols, width=3.0, height=3.0)
     extent = (-lim, lim, -lim, lim)
     for row, name in enumerate(names):
-        meg = results[name]["meg"]
+        meg = results[name]["meg"][0]  # the first seed
         xs, u_grid, density = grids[name]
         ax = axes[row, 0]
         ax.contourf(xs, xs, u_grid, levels=30, cmap="viridis")
@@ -302,14 +380,14 @@ def _figures(cfg: Config, run: Run, results: dict, grids: dict, lim: float) -> N
                 ax.plot(*path[-1], "*", ms=5, color="r")
         ax.set_title(f"latent MALA chains on e^{{-U/T}}, T = {cfg.mala_temperature:g}", fontsize=9)
         ax = axes[row, 3]
-        ax.scatter(*results[name]["meg"]["x_after"][:2500].T, s=1.5, alpha=0.5, c="tab:red")
+        ax.scatter(*meg["x_after"][:2500].T, s=1.5, alpha=0.5, c="tab:red")
         ax.set_title("MEG after MALA", fontsize=9)
         ax = axes[row, 4]
         if "wgan-gp" in results[name]:
-            ax.scatter(*results[name]["wgan-gp"]["x_before"][:2500].T, s=1.5, alpha=0.5, c="tab:blue")
+            ax.scatter(*results[name]["wgan-gp"][0]["x_before"][:2500].T, s=1.5, alpha=0.5, c="tab:blue")
             ax.set_title("WGAN-GP samples", fontsize=9)
         elif "meg-nomi" in results[name]:
-            ax.scatter(*results[name]["meg-nomi"]["x_before"][:2500].T, s=1.5, alpha=0.5, c="tab:green")
+            ax.scatter(*results[name]["meg-nomi"][0]["x_before"][:2500].T, s=1.5, alpha=0.5, c="tab:green")
             ax.set_title("MEG, MI off", fontsize=9)
         else:
             ax.text(0, 0, "no baseline on this set\n(see compare_on)", ha="center", va="center", fontsize=8)
@@ -319,28 +397,39 @@ def _figures(cfg: Config, run: Run, results: dict, grids: dict, lim: float) -> N
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-    run.figure(fig, "energy_2d", "Per data set: MEG's samples over its energy U; the normalised density e^{-U}/Z "
-               "on the grid (linear scale); latent MALA chains mapped through G (dot = start, star = end) over "
-               "their target e^{-U/T} (log scale, 20 nats); the samples after MALA; the baseline's samples.",
+    run.figure(fig, "energy_2d", "Per data set (first seed): MEG's samples over its energy U; the normalised "
+               "density e^{-U}/Z on the grid (linear scale); latent MALA chains mapped through G (dot = start, "
+               "star = end) over their target e^{-U/T} (log scale, 20 nats); the samples after MALA; the "
+               "baseline's samples.",
                headline=True)
 
     if any(len(by) > 1 for by in results.values()):
         methods = [m for m in METHODS if any(m in by for by in results.values())]
-        fig, axes = subplots(1, 3, width=3.6, height=3.0)
-        for ax, key, title in zip(axes[0], ("modes", "high_quality", "kl"), ("modes covered", "high quality",
-                                                                               "KL to uniform"), strict=True):
+        panels = [(w, key) for w in ("before", "after") for key in ("modes", "high_quality", "kl")]
+        fig, axes = subplots(2, 3, width=3.6, height=3.0)
+        titles = {"modes": "modes covered", "high_quality": "high quality", "kl": "KL to uniform"}
+        for ax, (when, key) in zip(axes.flat, panels, strict=True):
             width = 0.8 / len(methods)
             for i, m in enumerate(methods):
-                at = [j for j, n in enumerate(results) if m in results[n]]
-                vals = [results[n][m]["before"][key] for n in results if m in results[n]]
-                ax.bar(np.array(at) + i * width, vals, width, label=LABELS[m])
+                names = [n for n in results if m in results[n]]
+                at = np.array([list(results).index(n) for n in names]) + i * width
+                stats = [_stat(results[n][m], when, key) for n in names]
+                ax.bar(at, [st[0] for st in stats], width, yerr=[st[1] for st in stats], capsize=2, alpha=0.7,
+                       label=LABELS[m], color=f"C{i}")
+                for x, st in zip(at, stats, strict=True):  # every seed as a dot
+                    ax.plot([x] * len(st[2]), st[2], "k.", ms=3)
             ax.set_xticks(np.arange(len(results)) + 0.4 - width / 2)
             ax.set_xticklabels([TOY_TITLES[n] for n in results], fontsize=8)
-            ax.set_title(title + " (no MALA)", fontsize=9)
+            ax.set_title(f"{titles[key]} ({'no MALA' if when == 'before' else 'after MALA'})", fontsize=9)
         axes[0, 0].legend(fontsize=7)
         run.figure(fig, "energy_2d_methods", "Modes covered, share of high-quality samples and KL of the mode "
-                   "histogram for each model, before MALA.")
+                   "histogram for each model, before (top) and after (bottom) latent MALA: bars = mean over seeds, "
+                   "whiskers = sd, dots = single seeds.")
 
+
+PRESETS = {"quick": {"steps": 1500, "width": 64, "lr": 1e-3, "n_critic": 5, "datasets": ("25gaussians",),
+                     "compare_on": ("25gaussians",), "log_every": 50},
+           "full": {}}
 
 EXPERIMENT = Experiment(
     name="energy-2d",
@@ -348,10 +437,8 @@ EXPERIMENT = Experiment(
     description="MEG on 25/8 Gaussians and the Swiss roll vs WGAN-GP and MI off; energy, density, latent MALA",
     config=Config,
     run=run,
-    presets={"quick": {"steps": 2500, "width": 64, "lr": 1e-3, "n_critic": 2, "compare_on": ("25gaussians",),
-                       "log_every": 50},
-             "full": {}},
-    smoke={"steps": 3, "width": 8, "pool": 1000, "eval_samples": 200, "mala_steps": 4, "grid": 24,
+    presets=PRESETS,
+    smoke={"steps": 3, "width": 8, "pool": 1000, "eval_samples": 200, "mala_steps": 4, "grid": 24, "seeds": (0, 1),
            "temperatures": (0.1,), "chains_shown": 3, "log_every": 1, "datasets": ("25gaussians", "swissroll")},
     headline=True,
 )
