@@ -76,6 +76,7 @@ def test_duality_points_at_the_declared_iterations_and_on_resume(tmp_path):
                                                        / r["w1_minus_floor"])
     again = _train_one(cfg, "8gaussians", "gp-one-sided", "cpu", str(tmp_path))
     assert again["duality"] == first["duality"]
+    assert all(np.isfinite(r["w1_extrapolated"]) for r in first["duality"])
     # the duality test uses its own RNGs: the training is the same without it
     other = _train_one(replace(cfg, refit_at=()), "8gaussians", "gp-one-sided", "cpu", str(tmp_path / "none"))
     assert other["duality"] == [] and other["history"] == first["history"]
