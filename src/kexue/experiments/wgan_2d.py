@@ -104,8 +104,8 @@ class Config(ExperimentConfig):
     refit_critic_steps: int = param(2000, "updates of each fresh critic (Adam, cosine-decayed learning rate)", min=1)
     refit_batch: int = param(512, "fresh real and generated points per update of a fresh critic", min=2)
     refit_lr: float = param(1e-3, "peak Adam learning rate of a fresh critic", min=1e-7, max=1.0)
-    refit_gp_weight: float = param(10.0, "penalty weight of a fresh critic (its gap over-estimates a shift's W1 by "
-                                   "W1²/(4λ))", min=1e-3)
+    refit_gp_weight: float = param(100.0, "penalty weight of a fresh critic (its gap over-estimates a shift's W1 by "
+                                   "W1²/(4λ): under 1% for W1 ≤ 2 at λ = 100)", min=1e-3)
     refit_points: int = param(4000, "points per side of the exact W1 and of its floor in the duality test", min=100,
                               max=8000)
     refit_eval_points: int = param(100_000, "fresh points per side for a fresh critic's gap E_p f − E_q f", min=100)
