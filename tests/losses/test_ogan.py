@@ -5,6 +5,7 @@ from kexue.losses.gan import gan_qp_critic_loss, gan_qp_generator_loss
 from kexue.losses.ogan import (
     code_loss,
     latent_mse,
+    latent_sse,
     ogan_critic_loss,
     ogan_generator_loss,
     ogan_single_loss,
@@ -33,7 +34,7 @@ def test_critic_loss_is_the_official_formula():
     torch.testing.assert_close(loss.detach(), expected)
 
 
-@pytest.mark.parametrize("code", ["pearson", "mse"])
+@pytest.mark.parametrize("code", ["pearson", "sse", "mse"])
 def test_lam2_zero_is_gan_qp_with_critic_minus_avg_e(code):
     rc, fc, real, fake, z = _batch()
     ours = ogan_critic_loss(rc, fc, real, fake, z, lam2=0.0, qp_weight=0.25, code=code)
@@ -123,7 +124,7 @@ def test_bad_input():
         ogan_critic_loss(rc, fc, real, fake, z, lam2=-1.0)
     with pytest.raises(ValueError, match="qp_weight"):
         ogan_critic_loss(rc, fc, real, fake, z, qp_weight=0.0)
-    with pytest.raises(ValueError, match="code must be one of 'pearson', 'mse'"):
+    with pytest.raises(ValueError, match="code must be one of 'pearson', 'sse', 'mse'"):
         ogan_critic_loss(rc, fc, real, fake, z, code="l1")
     with pytest.raises(ValueError, match=r"fake_codes and z must both be \[B, z_dim\]"):
         ogan_generator_loss(fc, z[:, :3])
@@ -131,3 +132,29 @@ def test_bad_input():
         ogan_critic_loss(rc[:2], fc, real, fake, z)
     with pytest.raises(ValueError, match="real and fake must have the same shape"):
         pixel_mse(real, fake[:2])
+
+
+def test_literal_mse_ablation_is_su_formula_on_a_tiny_case():
+    # z = (1, 2, 3), E(G(z)) = (0, 4, 3): ||z - E(G(z))||^2 = 1 + 4 + 0 = 5, summed over the dimensions (the post's
+    # form); the rescaled "mse" is half the mean, 5 / 6.
+    z = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    z_hat = torch.tensor([[0.0, 4.0, 3.0]], dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(latent_sse(z, z_hat), torch.tensor([5.0], dtype=torch.float64))
+    torch.testing.assert_close(code_loss(z, z_hat, "sse"), torch.tensor([5.0], dtype=torch.float64))
+    torch.testing.assert_close(latent_mse(z, z_hat), torch.tensor([5.0 / 6], dtype=torch.float64))
+    # its gradient is 2 (z_hat - z), and it enters both players' losses with weight lam2
+    torch.testing.assert_close(torch.autograd.grad(latent_sse(z, z_hat).sum(), z_hat)[0],
+                               torch.tensor([[-2.0, 4.0, 0.0]], dtype=torch.float64))
+    loss = ogan_generator_loss(z_hat, z, lam2=0.5, code="sse")
+    torch.testing.assert_close(loss, z_hat.mean() + 0.5 * 5.0)
+    # in the single loss: value = E's objective, the code term with weight lam2 = 1 on the literal sum
+    model = conv_ogan(z_dim=3, g_width=4, e_width=3).double()
+    real, z3 = torch.rand(2, 1, 28, 28, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    loss, logs = ogan_single_loss(model.codes, model.generator, real, z3, lam2=1.0, code="sse")
+    with torch.no_grad():
+        fake = model.generator(z3)
+        codes = model.codes(fake)
+        sse = ((z3 - codes) ** 2).sum(1).mean()
+        expected = ogan_critic_loss(model.codes(real), codes, real, fake, z3, lam2=0.0) + sse
+    torch.testing.assert_close(loss.detach(), expected)
+    torch.testing.assert_close(logs["code"], sse)

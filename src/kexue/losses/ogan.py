@@ -19,9 +19,13 @@ With :math:`a(x) = \\text{avg}(E(x))` (real images get the *lower* score) and th
   networks makes the two-player update. A test checks both gradient identities.
 
 With λ₂ = 0 these are GAN-QP (:func:`kexue.losses.gan.gan_qp_critic_loss` with critic T = −a, ``distance="mse"`` and
-λ = 1 / (2 · 0.25) = 2), also tested. ``code="mse"`` replaces −ρ by ½·mean_i (z_i − ẑ_i)², the plain regression
-Su reports "almost always" fails; the ½ makes it equal 1 − ρ when both codes are standardised
-(‖N(z) − N(ẑ)‖² = 2n(1 − ρ)), so one λ₂ weighs both alike.
+λ = 1 / (2 · 0.25) = 2), also tested. Two ablations replace −ρ by a plain regression of the code, which Su reports
+"almost always" fails:
+
+- ``code="sse"``: ‖z − ẑ‖² = Σ_i (z_i − ẑ_i)², the loss exactly as the post writes it (summed over the n_z
+  dimensions);
+- ``code="mse"``: ½·mean_i (z_i − ẑ_i)², a rescaled version that equals 1 − ρ when both codes are standardised
+  (‖N(z) − N(ẑ)‖² = 2n(1 − ρ)), so one λ₂ weighs it like −ρ. It is 2n_z times weaker than the post's form.
 """
 
 from collections.abc import Callable
@@ -30,7 +34,7 @@ import torch
 
 from kexue.ops.correlation import pearson
 
-CODE_LOSSES = ("pearson", "mse")
+CODE_LOSSES = ("pearson", "sse", "mse")
 
 # --------------------------------------------------------------------------------------------------------------
 # Pieces
@@ -44,10 +48,20 @@ def latent_mse(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
     return 0.5 * (z - z_hat).pow(2).mean(-1)
 
 
+def latent_sse(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
+    """‖z − ẑ‖² = Σ_i (z_i − ẑ_i)² per row: ``[B, n]`` x2 -> ``[B]`` (the post's MSE ablation, literally)."""
+    if z.shape != z_hat.shape:
+        raise ValueError(f"z and z_hat must have the same shape, got {tuple(z.shape)} and {tuple(z_hat.shape)}")
+    return (z - z_hat).pow(2).sum(-1)
+
+
 def code_loss(z: torch.Tensor, z_hat: torch.Tensor, code: str = "pearson") -> torch.Tensor:
-    """The per-sample code term that λ₂ multiplies: −ρ(z, ẑ) (``"pearson"``) or :func:`latent_mse` (``"mse"``)."""
+    """The per-sample code term that λ₂ multiplies: −ρ(z, ẑ) (``"pearson"``), :func:`latent_sse` (``"sse"``, the
+    post's ‖z − ẑ‖²) or :func:`latent_mse` (``"mse"``, ½·mean)."""
     if code == "pearson":
         return -pearson(z, z_hat)
+    if code == "sse":
+        return latent_sse(z, z_hat)
     if code == "mse":
         return latent_mse(z, z_hat)
     raise ValueError(f"code must be one of {', '.join(map(repr, CODE_LOSSES))}, got {code!r}")
@@ -91,7 +105,7 @@ def ogan_critic_loss(real_codes: torch.Tensor, fake_codes: torch.Tensor, real: t
         z: the codes G(z) was generated from ``[B, z_dim]``.
         lam2: λ₂, the weight of the code term (0.5 in ``o_gan_celeba.py``, 1.0 at 256 px).
         qp_weight: the quadratic term's weight (0.25 in the code; 1 / (2λ) in GAN-QP's notation).
-        code: ``"pearson"`` (−ρ) or ``"mse"`` (the ablation), see :func:`code_loss`.
+        code: ``"pearson"`` (−ρ), ``"sse"`` or ``"mse"`` (the ablations), see :func:`code_loss`.
 
     Returns:
         Scalar loss.
