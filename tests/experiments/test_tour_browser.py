@@ -22,7 +22,7 @@ import pytest
 from kexue.eval.plots import subplots
 from kexue.eval.report import render_index, render_report
 from kexue.experiments.registry import POSTS
-from kexue.experiments.rundir import Run, collect_env, create_run_dir, run_label, write_json
+from kexue.experiments.rundir import Run, collect_env, create_run_dir, run_label, write_json, write_status
 from kexue.experiments.tour import CLAIMS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -111,7 +111,7 @@ def _fake_run(tour_dir: Path, name: str, metrics: list[tuple], *, error: str | N
         (path / "error.txt").write_text(f"Traceback (most recent call last):\n{error}\n")
     status = {"status": "failed", "seconds": 3.5, "error": error, "preset": "quick"} if error else \
         {"status": "done", "seconds": 74.2, "preset": "quick"}
-    write_json(path / "status.json", status)
+    write_status(path, **status)
     render_report(path)
     return {"status": status["status"], "run": path.name, "seconds": status["seconds"], "error": error}
 
