@@ -17,13 +17,17 @@ What is notable here (spec ``training-tools.md`` §7, §12):
 - **Keras zero-debias** (``bias_correction=True``): a hidden accumulator :math:`b_n` starts at 0 and the shadow is
   :math:`b_n / (1 - \\prod_i \\alpha_i)`, which is what ``K.moving_average_update`` computes in Keras 2.x.
 - **fp32 shadow** even for bf16/fp16 models, where :math:`(1-\\alpha)(\\theta-\\Theta)` would round to zero.
-- **Explicit buffer policy**: float buffers are averaged (``buffers="average"``, Keras averages BN statistics too)
-  or copied (``buffers="copy"``); integer buffers (``num_batches_tracked``) are always copied.
+- **Buffer policy per buffer**: ``"average"`` (like parameters; Keras averages BN statistics too), ``"copy"`` (the
+  live value at the last update) or ``"keep"`` (never updated: constants, or values the averaged model owns), for
+  all float buffers at once or by name pattern. Integer buffers (``num_batches_tracked``) are never averaged, and
+  neither are spectral-norm power-iteration vectors ``u``/``v`` (both spectral-norm APIs are recognised): an average
+  of unit vectors is not a unit vector, and the power iteration they carry would restart from a wrong guess.
 - The update is one ``torch._foreach_lerp_`` per dtype group over lists built once, so its cost is close to the
   memory-bandwidth floor; :func:`ema_update_reference` is the plain per-tensor loop it is tested against.
 """
 
 import copy
+import fnmatch
 import math
 import weakref
 from collections.abc import Iterator
@@ -35,6 +39,7 @@ from torch import nn
 from kexue.errors import KexueError
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+BUFFER_POLICIES = ("average", "copy", "keep")
 
 
 def canonical_name(name: str) -> str:
@@ -72,6 +77,87 @@ def _named_entries(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
     return out
 
 
+def power_iteration_buffers(model: nn.Module) -> set[str]:
+    """Canonical names of spectral-norm ``u``/``v`` vectors in ``model`` (both PyTorch spectral-norm APIs).
+
+    ``torch.nn.utils.parametrizations.spectral_norm`` keeps them as ``..._u``/``..._v`` buffers of its
+    parametrization module; the older ``torch.nn.utils.spectral_norm`` hook keeps ``<name>_u``/``<name>_v`` on the
+    wrapped module.
+    """
+    from torch.nn.utils.parametrizations import _SpectralNorm
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    out: set[str] = set()
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if isinstance(module, _SpectralNorm):
+            out.update({f"{dot}_u", f"{dot}_v"})
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, SpectralNorm):
+                out.update({f"{dot}{hook.name}_u", f"{dot}{hook.name}_v"})
+    return {canonical_name(name) for name in out}
+
+
+def buffer_policies(model: nn.Module, buffers: str | dict[str, str]) -> dict[str, str]:
+    """canonical buffer name -> ``"average"``, ``"copy"`` or ``"keep"`` (see :class:`EMA`'s ``buffers``).
+
+    Integer buffers asked to be averaged are copied. Spectral-norm vectors are copied under a blanket
+    ``"average"``; a pattern that asks to average one explicitly is an error, as is a pattern matching no buffer.
+    """
+    if isinstance(buffers, str):
+        if buffers not in BUFFER_POLICIES:
+            raise KexueError(f"EMA: buffers must be one of {BUFFER_POLICIES} or a dict pattern -> policy, "
+                             f"got {buffers!r}")
+        patterns: dict[str, str] = {}
+    elif isinstance(buffers, dict):
+        patterns = buffers
+        bad = {k: v for k, v in patterns.items() if not isinstance(k, str) or v not in BUFFER_POLICIES}
+        if bad:
+            raise KexueError(f"EMA: buffers must map name patterns to one of {BUFFER_POLICIES}, got {bad!r}")
+    else:
+        raise KexueError(f"EMA: buffers must be one of {BUFFER_POLICIES} or a dict pattern -> policy, "
+                         f"got {buffers!r}")
+    power_iteration = power_iteration_buffers(model)
+    used: set[str] = set()
+    out: dict[str, str] = {}
+    for name, tensor in model.named_buffers():
+        name = canonical_name(name)
+        match = next((pattern for pattern in patterns if fnmatch.fnmatchcase(name, pattern)), None)
+        policy = patterns[match] if match is not None else (buffers if isinstance(buffers, str) else "average")
+        if match is not None:
+            used.add(match)
+        if policy == "average" and name in power_iteration:
+            if match is not None:
+                raise KexueError(f"EMA: buffer {name!r} is a spectral-norm power-iteration vector; averaging it "
+                                 f"breaks the power iteration (pattern {match!r}: use 'copy' or 'keep')")
+            policy = "copy"
+        if policy == "average" and not tensor.is_floating_point():
+            policy = "copy"
+        out[name] = policy
+    unused = sorted(set(patterns) - used)
+    if unused:
+        raise KexueError(f"EMA: buffer patterns {unused} match no buffer of the model "
+                         f"(buffers: {sorted(out)[:8]}{'...' if len(out) > 8 else ''})")
+    return out
+
+
+@torch.no_grad()
+def assign_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy ``weights`` (canonical names, e.g. :meth:`EMA.averaged`) into ``model``'s parameters and buffers in place.
+
+    Names are paired with wrapper prefixes stripped; every entry of the model must be given, with its shape.
+    """
+    entries = _named_entries(model)
+    missing, extra = sorted(set(entries) - set(weights)), sorted(set(weights) - set(entries))
+    if missing or extra:
+        raise KexueError(f"EMA: weights do not match the model (missing: {missing[:5]}, unexpected: {extra[:5]})")
+    for name, (_, live) in entries.items():
+        if live.shape != weights[name].shape:
+            raise KexueError(f"EMA: {name!r} has shape {tuple(live.shape)} in the model but "
+                             f"{tuple(weights[name].shape)} in the weights")
+        live.copy_(weights[name])
+
+
 def decay_from_half_life(half_life: float) -> float:
     """Per-step decay whose weight on a point halves after ``half_life`` steps: :math:`0.5^{1/h}`."""
     if not (isinstance(half_life, int | float) and half_life > 0 and math.isfinite(half_life)):
@@ -100,13 +186,22 @@ class EMA:
         warmup_power: if set, timm-style warm-up of the decay with this power (2/3 or 3/4 are common).
         warmup_gamma: the warm-up's time scale :math:`\\gamma` in steps.
         bias_correction: Keras/TF zero-debias: the shadow is :math:`b_n/(1-\\prod\\alpha_i)` with :math:`b_0 = 0`.
-        buffers: ``"average"`` float buffers like parameters, or ``"copy"`` them; integer buffers are always copied.
-        dtype: shadow dtype for floating entries; default float32 (float64 entries stay float64).
+        buffers: what happens to buffers at each update: ``"average"`` (like parameters), ``"copy"`` (the live
+            value) or ``"keep"`` (never updated: the value at construction or from :meth:`load_state_dict`); one
+            policy for all, or a dict of ``fnmatch`` name patterns (wrapper prefixes stripped) -> policy, first
+            match wins, unmatched buffers averaged, e.g. ``{"*.running_*": "copy"}``. Integer buffers are copied
+            instead of averaged; spectral-norm ``u``/``v`` vectors likewise (asking for it by pattern is an error).
+        dtype: shadow dtype for floating entries; default float32 (float64 entries stay float64), so that a bf16 or
+            fp16 model's updates are not lost to rounding. A bf16 ``dtype`` is allowed but stalls: the step
+            :math:`(1-\\alpha)(\\theta-\\Theta)` rounds away whenever it is below half an ulp of :math:`\\Theta`,
+            i.e. for :math:`|\\theta-\\Theta| \\lesssim 2^{-9}|\\Theta|/(1-\\alpha)` (20 :math:`|\\Theta|` at
+            0.9999): always, in practice.
     """
 
     def __init__(self, model: nn.Module, decay: float | None = None, *, half_life: float | None = None,
                  update_after_step: int = 0, warmup_power: float | None = None, warmup_gamma: float = 1.0,
-                 bias_correction: bool = False, buffers: str = "average", dtype: torch.dtype | None = None) -> None:
+                 bias_correction: bool = False, buffers: str | dict[str, str] = "average",
+                 dtype: torch.dtype | None = None) -> None:
         if decay is not None and half_life is not None:
             raise KexueError("EMA: give either decay or half_life, not both")
         if decay is None:
@@ -121,8 +216,7 @@ class EMA:
             raise KexueError(f"EMA: warmup_power must be positive, got {warmup_power!r}")
         if not warmup_gamma > 0:
             raise KexueError(f"EMA: warmup_gamma must be positive, got {warmup_gamma!r}")
-        if buffers not in ("average", "copy"):
-            raise KexueError(f"EMA: buffers must be 'average' or 'copy', got {buffers!r}")
+        policies = buffer_policies(model, buffers)
         self.decay = float(decay)
         self.update_after_step = update_after_step
         self.warmup_power = warmup_power
@@ -133,15 +227,15 @@ class EMA:
         self._decay_prod = 1.0  # product of the decays used since averaging (bias correction) started
         self._template = unwrap(model)  # for copy(); its weights are never read through this reference
         self.shadow: dict[str, torch.Tensor] = {}
-        self._average: set[str] = set()  # names that are averaged; the rest are copied
+        self.policy: dict[str, str] = {}  # name -> "average", "copy" or "keep"
         with torch.no_grad():
             for name, (kind, tensor) in _named_entries(model).items():
                 floating = tensor.is_floating_point()
                 sdtype = (dtype or (torch.float64 if tensor.dtype == torch.float64 else torch.float32)) \
                     if floating else tensor.dtype
                 self.shadow[name] = tensor.detach().to(dtype=sdtype, copy=True)
-                if floating and (kind == "param" or buffers == "average"):
-                    self._average.add(name)
+                self.policy[name] = policies[name] if kind == "buffer" else ("average" if floating else "copy")
+        self._average = {name for name, policy in self.policy.items() if policy == "average"}
         self._pairings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # --- decay schedule -------------------------------------------------------------------------------------
@@ -190,7 +284,7 @@ class EMA:
                 groups.setdefault(key, ([], []))
                 groups[key][0].append(shadow)
                 groups[key][1].append(live)
-            else:
+            elif self.policy[name] == "copy":
                 copies[0].append(shadow)
                 copies[1].append(live)
         pairing = {"average": list(groups.values()), "copy": copies,
@@ -272,12 +366,9 @@ class EMA:
         self.copy_to(module)
         return module.requires_grad_(False)
 
-    @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         """Write the averaged weights into ``model`` (e.g. to keep only the EMA model at the end of training)."""
-        averaged = self.averaged()
-        for name, _, live in self._pair(model)["all"]:  # _pair validates names and shapes
-            live.copy_(averaged[name])
+        assign_weights(model, self.averaged())
 
     # --- state ------------------------------------------------------------------------------------------------
 
