@@ -2,6 +2,12 @@
 profile, fast solver vs dense reference, snapshots on disk written by rank 0 only, state round trip."""
 
 import math
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -10,6 +16,7 @@ from scipy import integrate
 from torch import nn
 
 from kexue.errors import KexueError
+from kexue.train.checkpoint import load_tensors
 from kexue.train.distributed import DistInfo
 from kexue.train.posthoc_ema import (
     GAMMA_AT_MAX_WIDTH,
@@ -233,3 +240,66 @@ def test_state_dict_round_trip_continues_identically(tmp_path):
 def test_bad_arguments_are_clear_errors(make, match):
     with pytest.raises(KexueError, match=match):
         make(small_net())
+
+
+TORCHRUN_SCRIPT = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    import torch
+    from torch import nn
+    from kexue.train import distributed
+    from kexue.train.posthoc_ema import PostHocEMA
+
+    out = Path(sys.argv[1])
+    info = distributed.init_from_env("cpu")
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    net = distributed.wrap(model, info)
+    # built on the wrapped model, default dist (from torchrun's environment); a folder per rank shows who writes
+    posthoc = PostHocEMA(net, snapshot_every=3, directory=out / f"rank{info.rank}", dtype=torch.float64)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    for step in range(6):
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step), dtype=torch.float64)
+        share = slice(info.rank * 8 // info.world_size, (info.rank + 1) * 8 // info.world_size)
+        loss = (net(x[share]) - x[share].sin().sum(1, keepdim=True)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        posthoc.update(net)
+    distributed.shutdown(info)
+''')
+
+
+def test_under_torchrun_only_rank0_writes_snapshots(tmp_path):
+    """Two gloo ranks (torchrun) against one process with the same global batch: rank 0 writes the same snapshots
+    (plain module keys), rank 1 writes nothing."""
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    # a new session, so that a hang kills torchrun's workers too
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), str(tmp_path / "two")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    threads, argv = torch.get_num_threads(), sys.argv
+    try:
+        sys.argv = [str(script), str(tmp_path / "one")]
+        runpy.run_path(str(script), run_name="__main__")  # the one-process reference, here, meanwhile
+        log = proc.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    finally:
+        torch.set_num_threads(threads)
+        sys.argv = argv
+    assert proc.returncode == 0, log[-3000:]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["rank0"]
+    one, two = load_snapshots(tmp_path / "one" / "rank0"), load_snapshots(tmp_path / "two" / "rank0")
+    assert [(s.step, s.gamma) for s in one] == [(s.step, s.gamma) for s in two] and len(one) == 4
+    for a, b in zip(one, two, strict=True):
+        ta, tb = load_tensors(a.path)[0], load_tensors(b.path)[0]
+        assert sorted(ta) == ["0.bias", "0.weight", "2.bias", "2.weight"] == sorted(tb)
+        for k in ta:
+            torch.testing.assert_close(tb[k], ta[k], rtol=1e-10, atol=1e-12)
