@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from kexue.errors import KexueError
-from kexue.train.ema import EMA, canonical_name, decay_from_half_life, ema_update_reference
+from kexue.train.ema import EMA, _LerpPlan, canonical_name, decay_from_half_life, ema_update_reference
 
 
 def small_net(dtype=torch.float64) -> nn.Module:
@@ -87,6 +87,29 @@ def test_fast_update_matches_reference_loop():
         ema_update_reference(ref, model, 0.9)
     for k in ref:
         torch.testing.assert_close(ema.shadow[k], ref[k], rtol=1e-6, atol=1e-6)
+
+
+def test_threaded_cpu_plan_is_bit_identical_to_foreach_and_follows_replaced_storage():
+    """Big tensors (own parallel region), medium ones cut into pieces, tiny ones: the plan, dealt out to 2 threads,
+    gives exactly ``torch._foreach_lerp_``'s bits; after ``p.data = ...`` it averages the new storage."""
+    gen = torch.Generator().manual_seed(11)
+    shapes = [(1024, 1100), (300, 300), (7,), (200, 170), (3, 5), (40000,)]
+    lives = [torch.randn(s, generator=gen) for s in shapes]
+    shadows = [torch.randn(s, generator=gen) for s in shapes]
+    expected = [t.clone() for t in shadows]
+    plan = _LerpPlan(shadows, lives, threads=2)
+    assert len(plan.big[0]) == 1 and len(plan.buckets) == 2
+    assert sum(len(b[0]) for b in plan.buckets) == 3 + 1 + 2 + 1 + 2  # 300x300 and 40000 are cut in pieces
+    for weight in (0.001, 0.3, 1.0):
+        plan(weight)
+        torch._foreach_lerp_(expected, lives, weight)
+        assert all(torch.equal(a, b) for a, b in zip(shadows, expected, strict=True))
+    param = nn.Parameter(torch.zeros(300, 300))
+    shadow = torch.zeros(300, 300)
+    plan = _LerpPlan([shadow], [param], threads=2)
+    param.data = torch.ones(300, 300)  # new storage (what model.to() does)
+    plan(0.5)
+    assert torch.equal(shadow, torch.full((300, 300), 0.5))
 
 
 def test_schedules_half_life_warmup_and_delay():

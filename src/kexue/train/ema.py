@@ -22,15 +22,19 @@ What is notable here (spec ``training-tools.md`` §7, §12):
   all float buffers at once or by name pattern. Integer buffers (``num_batches_tracked``) are never averaged, and
   neither are spectral-norm power-iteration vectors ``u``/``v`` (both spectral-norm APIs are recognised): an average
   of unit vectors is not a unit vector, and the power iteration they carry would restart from a wrong guess.
-- The update is one ``torch._foreach_lerp_`` per dtype group over lists built once, so its cost is close to the
-  memory-bandwidth floor; :func:`ema_update_reference` is the plain per-tensor loop it is tested against.
+- The update runs at close to the memory-bandwidth floor whatever the number of tensors: on the CPU, small tensors
+  are cut into pieces dealt out to all cores and large ones keep one parallel region each (see ``_LerpPlan``);
+  elsewhere one ``torch._foreach_lerp_`` per dtype group. :func:`ema_update_reference` is the plain per-tensor loop
+  it is tested against.
 """
 
 import copy
 import fnmatch
 import math
+import os
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -165,6 +169,85 @@ def decay_from_half_life(half_life: float) -> float:
     return 0.5 ** (1.0 / half_life)
 
 
+# --- the update kernel -----------------------------------------------------------------------------------------------
+#
+# On the CPU ``torch._foreach_lerp_`` is a loop of ``lerp_`` calls. Below ATen's grain size (32768 elements) each call
+# runs on one thread, so a model of many small tensors is averaged at one core's bandwidth; above it each call opens an
+# OpenMP region, whose fork/join is paid per tensor (and on a busy machine every region waits for its slowest,
+# possibly descheduled, thread). The plan below keeps one ``_foreach_lerp_`` per region-worthy tensor group and cuts
+# everything else into pieces under the grain size, dealt out to ``torch.get_num_threads()`` Python threads (the
+# ``_foreach`` binding releases the GIL), so no small tensor opens a region and all cores share the work.
+
+_SERIAL_MAX = 32767  # elementwise ops on fewer than ATen's GRAIN_SIZE (32768) elements never open a parallel region
+_OWN_REGION = 1 << 20  # a tensor this large (4 MiB fp32) amortises its own region's fork/join over >= 12 MiB of traffic
+_MIN_SPLIT = 1 << 16  # below this many elements of small tensors, one thread finishes before another would start
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), made on first use
+
+
+def _worker_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None or _pool[0] < workers:
+        _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kexue-ema"))
+    return _pool[1]
+
+
+def _forget_pool() -> None:  # a forked child (e.g. a DataLoader worker) inherits the pool but not its threads
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+class _LerpPlan:
+    """``shadow.lerp_(live, w)`` for lists of CPU tensors of one dtype, laid out as the comment above explains.
+
+    Built once per (EMA, model); pieces are views, so they follow in-place updates of the live tensors. If a live
+    tensor's storage is replaced (``p.data = ...``, ``model.to(...)``) the plan notices (data pointers) and rebuilds.
+    The result is bit-identical to ``torch._foreach_lerp_(shadows, lives, w)``: the same elementwise op per element.
+    """
+
+    def __init__(self, shadows: list[torch.Tensor], lives: list[torch.Tensor], threads: int) -> None:
+        self.shadows, self.lives, self.threads = shadows, lives, threads
+        self._build()
+
+    def _build(self) -> None:
+        self.ptrs = [t.data_ptr() for t in self.lives]
+        big: tuple[list, list] = ([], [])
+        pieces = []
+        for shadow, live in zip(self.shadows, self.lives, strict=True):
+            n = shadow.numel()
+            if n >= _OWN_REGION or not live.is_contiguous():
+                big[0].append(shadow)
+                big[1].append(live)
+                continue
+            flat_s, flat_l = shadow.view(-1), live.detach().view(-1)
+            step = -(-n // -(-n // _SERIAL_MAX))  # equal pieces of at most _SERIAL_MAX elements
+            pieces += [(flat_s[a:a + step], flat_l[a:a + step]) for a in range(0, n, step)]
+        total = sum(p.numel() for p, _ in pieces)
+        k = self.threads if total >= _MIN_SPLIT else 1
+        buckets: list[tuple[list, list]] = [([], []) for _ in range(k)]
+        done = 0
+        for piece in pieces:  # consecutive runs of about total/k elements each
+            bucket = buckets[min(k - 1, done * k // max(total, 1))]
+            bucket[0].append(piece[0])
+            bucket[1].append(piece[1])
+            done += piece[0].numel()
+        self.big, self.buckets = big, [b for b in buckets if b[0]]
+
+    def __call__(self, weight: float) -> None:
+        if [t.data_ptr() for t in self.lives] != self.ptrs:
+            self._build()
+        if self.big[0]:
+            torch._foreach_lerp_(self.big[0], self.big[1], weight)
+        futures = [_worker_pool(len(self.buckets) - 1).submit(torch._foreach_lerp_, s, l, weight)
+                   for s, l in self.buckets[1:]]
+        if self.buckets:
+            torch._foreach_lerp_(self.buckets[0][0], self.buckets[0][1], weight)
+        for future in futures:
+            future.result()
+
+
 class EMA:
     """Shadow weights that follow a model with exponential decay.
 
@@ -287,7 +370,11 @@ class EMA:
             elif self.policy[name] == "copy":
                 copies[0].append(shadow)
                 copies[1].append(live)
-        pairing = {"average": list(groups.values()), "copy": copies,
+        threads = torch.get_num_threads()
+        average = [_LerpPlan(shadows, lives, threads)
+                   if shadows[0].device.type == "cpu" and shadows[0].dtype == lives[0].dtype else (shadows, lives)
+                   for shadows, lives in groups.values()]
+        pairing = {"average": average, "copy": copies,
                    "all": [(name, self.shadow[name], entries[name][1]) for name in self.shadow]}
         self._pairings[model] = pairing
         return pairing
@@ -305,11 +392,15 @@ class EMA:
         self.num_updates += 1
         decay = self.decay_at(self.num_updates)
         start_debias = self.bias_correction and self.num_updates == self.update_after_step + 1
-        for shadows, lives in pairing["average"]:
-            if shadows[0].dtype != lives[0].dtype:  # low-precision model, fp32 shadow: upcast first
-                lives = [t.to(shadows[0].dtype) for t in lives]
+        for group in pairing["average"]:
+            shadows, lives = (group.shadows, group.lives) if isinstance(group, _LerpPlan) else group
             if start_debias:
                 torch._foreach_zero_(shadows)  # Keras: the hidden accumulator b starts at 0
+            if isinstance(group, _LerpPlan):
+                group(1.0 - decay)
+                continue
+            if shadows[0].dtype != lives[0].dtype:  # low-precision model, fp32 shadow: upcast first
+                lives = [t.to(shadows[0].dtype) for t in lives]
             torch._foreach_lerp_(shadows, lives, 1.0 - decay)
         if pairing["copy"][0]:
             torch._foreach_copy_(pairing["copy"][0], pairing["copy"][1])
