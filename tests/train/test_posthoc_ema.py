@@ -228,6 +228,26 @@ def test_state_dict_round_trip_continues_identically(tmp_path):
         PowerEMA(model, 0.2).load_state_dict(a.profiles[0].state_dict())
 
 
+def test_checkpointed_through_runtime_ema_slot(tmp_path):
+    """``Runtime(ema=PostHocEMA)`` saves the profiles and in-memory snapshots and restores them."""
+    from kexue.train.runtime import Runtime
+
+    gen = torch.Generator().manual_seed(4)
+    model = small_net()
+    posthoc = PostHocEMA(model, snapshot_every=2)
+    rt = Runtime(None, directory=tmp_path, model=model, ema=posthoc)
+    for _ in range(4):
+        perturb(model, gen)
+        posthoc.update(model)
+        rt.end_step()
+    path = rt.save()
+    fresh = PostHocEMA(small_net(), snapshot_every=2)
+    Runtime(None, directory=tmp_path, model=small_net(), ema=fresh).load(path)
+    assert fresh.step == 4 and [s.step for s in fresh.snapshots()] == [2, 2, 4, 4]
+    a, b = posthoc.reconstruct(0.15, step=4), fresh.reconstruct(0.15, step=4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda m: PowerEMA(m), "exactly one of sigma_rel and gamma"),
     (lambda m: PowerEMA(m, 0.1, gamma=3.0), "exactly one of sigma_rel and gamma"),
