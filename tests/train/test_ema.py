@@ -104,6 +104,8 @@ def test_threaded_cpu_plan_is_bit_identical_to_foreach_and_follows_replaced_stor
         plan(weight)
         torch._foreach_lerp_(expected, lives, weight)
         assert all(torch.equal(a, b) for a, b in zip(shadows, expected, strict=True))
+    one = _LerpPlan(shadows, lives, threads=1)  # one thread: nothing to deal out, one _foreach_lerp_
+    assert len(one.big[0]) == len(shapes) and not one.buckets
     param = nn.Parameter(torch.zeros(300, 300))
     shadow = torch.zeros(300, 300)
     plan = _LerpPlan([shadow], [param], threads=2)

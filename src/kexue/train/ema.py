@@ -217,7 +217,7 @@ class _LerpPlan:
         pieces = []
         for shadow, live in zip(self.shadows, self.lives, strict=True):
             n = shadow.numel()
-            if n >= _OWN_REGION or not live.is_contiguous():
+            if n >= _OWN_REGION or not live.is_contiguous() or self.threads == 1:
                 big[0].append(shadow)
                 big[1].append(live)
                 continue
