@@ -90,16 +90,17 @@ def test_fast_update_matches_reference_loop():
 
 
 def test_threaded_cpu_plan_is_bit_identical_to_foreach_and_follows_replaced_storage():
-    """Big tensors (own parallel region), medium ones cut into pieces, tiny ones: the plan, dealt out to 2 threads,
-    gives exactly ``torch._foreach_lerp_``'s bits; after ``p.data = ...`` it averages the new storage."""
+    """Tensors cut into pieces under the grain size, tiny ones, a non-contiguous one: the plan, dealt out to 2
+    threads, gives exactly ``torch._foreach_lerp_``'s bits; after ``p.data = ...`` it averages the new storage."""
     gen = torch.Generator().manual_seed(11)
-    shapes = [(1024, 1100), (300, 300), (7,), (200, 170), (3, 5), (40000,)]
+    shapes = [(1100, 300), (300, 300), (7,), (200, 170), (3, 5), (40000,)]
     lives = [torch.randn(s, generator=gen) for s in shapes]
+    lives[0] = lives[0].t().contiguous().t()  # a transposed view: cannot be cut into flat pieces
     shadows = [torch.randn(s, generator=gen) for s in shapes]
     expected = [t.clone() for t in shadows]
     plan = _LerpPlan(shadows, lives, threads=2)
     assert len(plan.big[0]) == 1 and len(plan.buckets) == 2
-    assert sum(len(b[0]) for b in plan.buckets) == 3 + 1 + 2 + 1 + 2  # 300x300 and 40000 are cut in pieces
+    assert sum(len(b[0]) for b in plan.buckets) == 3 + 1 + 2 + 1 + 2  # 300x300, 200x170 and 40000 are cut
     for weight in (0.001, 0.3, 1.0):
         plan(weight)
         torch._foreach_lerp_(expected, lives, weight)
