@@ -220,7 +220,7 @@ class _LerpPlan:
         pieces = []
         for shadow, live in zip(self.shadows, self.lives, strict=True):
             n = shadow.numel()
-            if not live.is_contiguous() or self.threads == 1:  # a view cannot be cut; one thread needs no cuts
+            if not (live.is_contiguous() and shadow.is_contiguous()) or self.threads == 1:  # views: no cuts
                 big[0].append(shadow)
                 big[1].append(live)
                 continue
