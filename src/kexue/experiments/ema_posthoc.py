@@ -128,8 +128,10 @@ def run(cfg: Config, run: Run) -> dict:
             "test": _tensors("test", cfg.test_subset, run.device)}
     grid = [float(v) for v in np.geomspace(0.02, 0.28, cfg.grid)]
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    results = [train_one(cfg, s, data, run.device, grid) for s in seeds]
-    for seed, r in zip(seeds, results, strict=True):
+    results = []
+    for seed in seeds:  # logged as each seed finishes
+        r = train_one(cfg, seed, data, run.device, grid)
+        results.append(r)
         run.log(seed=seed, raw_test=r["raw"]["test"], **{f"recon_{s}_test": r["recon"][s]["test"] for s in cfg.check},
                 **{f"tracked_{s}_test": r["tracked"][s]["test"] for s in cfg.check})
 
