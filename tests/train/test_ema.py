@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from kexue.errors import KexueError
-from kexue.train.ema import EMA, canonical_name, decay_from_half_life, ema_update_reference
+from kexue.train.ema import EMA, _LerpPlan, canonical_name, decay_from_half_life, ema_update_reference
 
 
 def small_net(dtype=torch.float64) -> nn.Module:
@@ -87,6 +87,32 @@ def test_fast_update_matches_reference_loop():
         ema_update_reference(ref, model, 0.9)
     for k in ref:
         torch.testing.assert_close(ema.shadow[k], ref[k], rtol=1e-6, atol=1e-6)
+
+
+def test_threaded_cpu_plan_is_bit_identical_to_foreach_and_follows_replaced_storage():
+    """Tensors cut into pieces under the grain size, tiny ones, a non-contiguous one: the plan, dealt out to 2
+    threads, gives exactly ``torch._foreach_lerp_``'s bits; after ``p.data = ...`` it averages the new storage."""
+    gen = torch.Generator().manual_seed(11)
+    shapes = [(1100, 300), (300, 300), (7,), (200, 170), (3, 5), (40000,)]
+    lives = [torch.randn(s, generator=gen) for s in shapes]
+    lives[0] = lives[0].t().contiguous().t()  # a transposed view: cannot be cut into flat pieces
+    shadows = [torch.randn(s, generator=gen) for s in shapes]
+    expected = [t.clone() for t in shadows]
+    plan = _LerpPlan(shadows, lives, threads=2)
+    assert len(plan.big[0]) == 1 and len(plan.buckets) == 2
+    assert sum(len(b[0]) for b in plan.buckets) == 3 + 1 + 2 + 1 + 2  # 300x300, 200x170 and 40000 are cut
+    for weight in (0.001, 0.3, 1.0):
+        plan(weight)
+        torch._foreach_lerp_(expected, lives, weight)
+        assert all(torch.equal(a, b) for a, b in zip(shadows, expected, strict=True))
+    one = _LerpPlan(shadows, lives, threads=1)  # one thread: nothing to deal out, one _foreach_lerp_
+    assert len(one.big[0]) == len(shapes) and not one.buckets
+    param = nn.Parameter(torch.zeros(300, 300))
+    shadow = torch.zeros(300, 300)
+    plan = _LerpPlan([shadow], [param], threads=2)
+    param.data = torch.ones(300, 300)  # new storage (what model.to() does)
+    plan(0.5)
+    assert torch.equal(shadow, torch.full((300, 300), 0.5))
 
 
 def test_schedules_half_life_warmup_and_delay():
@@ -246,3 +272,137 @@ def test_state_dict_round_trip_and_mismatch():
 def test_bad_arguments_are_clear_errors(kwargs, match):
     with pytest.raises(KexueError, match=match):
         EMA(nn.Linear(2, 2), **kwargs)
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_fp32_shadow_tracks_the_closed_form_while_a_low_precision_shadow_stalls(low):
+    """decay 0.9999, weights jumping 1 -> 1.5 and then drifting: the fp32 shadow follows Θ_n in closed form (from
+    the model's own low-precision values), a shadow kept in the model's dtype never moves."""
+    decay, steps = 0.9999, 200
+    model = nn.Linear(16, 16, bias=False).to(low)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema32, ema_low = EMA(model, decay), EMA(model, decay, dtype=low)
+    assert ema32.shadow["weight"].dtype == torch.float32 and ema_low.shadow["weight"].dtype == low
+    thetas = [model.weight.detach().double().clone()]
+    for s in range(1, steps + 1):
+        with torch.no_grad():
+            model.weight.fill_(1.5 + 0.002 * s)  # rounded to the model's dtype
+        ema32.update(model)
+        ema_low.update(model)
+        thetas.append(model.weight.detach().double().clone())
+    n = len(thetas) - 1
+    closed = decay**n * thetas[0] + (1 - decay) * sum(decay ** (n - s) * thetas[s] for s in range(1, n + 1))
+    torch.testing.assert_close(ema32.shadow["weight"].double(), closed, rtol=1e-6, atol=0)
+    assert float(closed[0, 0]) - 1.0 > 0.01  # the true average moved by 2%: far more than an fp32 ulp
+    assert torch.equal(ema_low.shadow["weight"], torch.ones(16, 16, dtype=low))  # stalled at θ_0
+
+
+def bn_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+
+
+@pytest.mark.parametrize("policy", ["average", "copy", "keep"])
+def test_batchnorm_statistics_by_policy(policy):
+    decay, gen = 0.6, torch.Generator().manual_seed(9)
+    model = bn_net().double()
+    history = [snapshot(model)]
+    ema = EMA(model, decay, buffers=policy, dtype=torch.float64)
+    for _ in range(4):
+        perturb(model, gen)
+        ema.update(model)
+        history.append(snapshot(model))
+    n = len(history) - 1
+    for name in ("1.running_mean", "1.running_var"):
+        closed = decay**n * history[0][name] + (1 - decay) * sum(decay ** (n - s) * history[s][name]
+                                                                 for s in range(1, n + 1))
+        expected = {"average": closed, "copy": history[-1][name], "keep": history[0][name]}[policy]
+        torch.testing.assert_close(ema.shadow[name], expected, rtol=1e-12, atol=1e-12)
+    ints = {"average": history[-1], "copy": history[-1], "keep": history[0]}[policy]["1.num_batches_tracked"]
+    assert torch.equal(ema.shadow["1.num_batches_tracked"], ints)  # never averaged
+    with ema.swap_into(model):  # whatever the policy, swapping in and out is lossless
+        assert torch.equal(model[1].running_var, ema.shadow["1.running_var"])
+    assert torch.equal(model[1].running_var, history[-1]["1.running_var"])
+
+
+def test_buffer_patterns_first_match_wins_and_unmatched_pattern_is_an_error():
+    model = bn_net()
+    ema = EMA(model, 0.5, buffers={"*.running_mean": "copy", "*.running_*": "keep"})
+    assert ema.policy["1.running_mean"] == "copy" and ema.policy["1.running_var"] == "keep"
+    assert ema.policy["0.weight"] == "average" and ema.policy["1.num_batches_tracked"] == "copy"
+    with pytest.raises(KexueError, match=r"patterns \['\*.running_avg'\] match no buffer"):
+        EMA(model, 0.5, buffers={"*.running_avg": "copy"})
+    with pytest.raises(KexueError, match="buffers must map name patterns"):
+        EMA(model, 0.5, buffers={"*": "mean"})
+
+
+def test_spectral_norm_vectors_are_never_averaged():
+    """Both spectral-norm APIs: u/v are copied under buffers="average" (still unit vectors, exactly the live ones);
+    averaging two different unit vectors would shrink them, and asking for it by pattern is an error."""
+    from torch.nn.utils import parametrizations, spectral_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(parametrizations.spectral_norm(nn.Linear(6, 5)), nn.Tanh(),
+                          spectral_norm(nn.Linear(5, 4)))
+    ema = EMA(model, 0.9)
+    vectors = ["0.parametrizations.weight.0._u", "0.parametrizations.weight.0._v", "2.weight_u", "2.weight_v"]
+    assert all(ema.policy[v] == "copy" for v in vectors)
+    before = {v: ema.shadow[v].clone() for v in vectors}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(3):  # training-mode forwards run the power iteration: u/v move
+        loss = model(torch.randn(8, 6)).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update(model)
+    live = dict(model.named_buffers())
+    for v in vectors:
+        assert torch.equal(ema.shadow[v], live[v])
+        assert float(ema.shadow[v].norm()) == pytest.approx(1.0, abs=1e-5)
+        assert not torch.allclose(before[v], live[v])
+        mixed = 0.9 * before[v] + 0.1 * live[v]  # what averaging would have stored after one step
+        assert float(mixed.norm()) < 1.0 - 1e-4
+    assert ema.policy["0.parametrizations.weight.original"] == "average"  # the weight itself is averaged
+    with pytest.raises(KexueError, match="spectral-norm power-iteration vector"):
+        EMA(model, 0.9, buffers={"2.weight_*": "average"})
+    assert EMA(model, 0.9, buffers={"*_u": "keep"}).policy["2.weight_u"] == "keep"
+
+
+def test_ddp_and_compiled_models_share_plain_keys_and_state_dicts(tmp_path):
+    """EMAs of a DDP-wrapped (gloo, one process) and of a torch.compile-wrapped model use the plain module's names;
+    their state dicts load into each other and into an EMA of the plain model, and the averaged weights load into
+    the plain module with ``strict=True``."""
+    import torch.distributed as dist
+
+    gen = torch.Generator().manual_seed(10)
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = small_net(torch.float32)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        compiled = torch.compile(model)  # lazy: nothing is compiled until a forward
+        emas = {"ddp": EMA(ddp, 0.8), "compiled": EMA(compiled, 0.8), "plain": EMA(model, 0.8)}
+        plain_keys = {f"shadow.{k}" for k in model.state_dict()}
+        for _ in range(3):
+            perturb(model, gen)
+            emas["ddp"].update(ddp)
+            emas["compiled"].update(compiled)
+            emas["plain"].update(model)
+        states = {k: e.state_dict() for k, e in emas.items()}
+        for state in states.values():
+            assert {k for k in state if k.startswith("shadow.")} == plain_keys
+        for state in states.values():
+            for wrapped in (ddp, compiled, model):
+                fresh = EMA(wrapped, 0.8)
+                fresh.load_state_dict(state)
+                assert all(torch.equal(fresh.shadow[k], emas["plain"].shadow[k]) for k in fresh.shadow)
+        prefixed = {k.replace("shadow.", "shadow._orig_mod.module.", 1): v for k, v in states["plain"].items()}
+        emas["ddp"].load_state_dict(prefixed)  # checkpoints written by other tools with prefixes load too
+        target = small_net(torch.float32)
+        target.load_state_dict(emas["ddp"].averaged(), strict=True)
+        emas["compiled"].copy_to(ddp)
+        assert torch.equal(model[0].weight, emas["plain"].shadow["0.weight"])
+    finally:
+        if started:
+            dist.destroy_process_group()
