@@ -342,6 +342,7 @@ class LazyScaleTrainer:
         self._threads = -1
         self._scratch: tuple[np.ndarray, ...] = ()
         self._pool: ThreadPoolExecutor | None = None
+        self._work: tuple[np.ndarray, ...] = (np.empty(0, dtype=np.int64), np.empty(0), np.empty(0))
 
     @property
     def counters(self) -> dict[str, int]:
@@ -398,7 +399,9 @@ class LazyScaleTrainer:
         k, width = self.table.shape[1], 2 * self.half + 1
         centres = np.ascontiguousarray(centres, dtype=np.int64)
         slots = len(centres) * width
-        rows, sums, olds = np.empty(slots, dtype=np.int64), np.empty(slots), np.empty(slots)
+        if len(self._work[0]) < slots:  # reused from batch to batch: fresh large arrays would be page-faulted anew
+            self._work = (np.empty(slots, dtype=np.int64), np.empty(slots), np.empty(slots))
+        rows, sums, olds = (x[:slots] for x in self._work)
         n_rows, peak_cell = np.zeros(k, dtype=np.int64), np.zeros(k)
         values = found.values if found.values is not None else np.empty(0)
         stamps, acc = self._scratch

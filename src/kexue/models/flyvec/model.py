@@ -42,6 +42,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from kexue._progress import progress
+from kexue._resources import advise_huge_pages
 from kexue.errors import KexueError
 from kexue.models.flyvec.rule import ColumnMax, DeltaStats, hebbian_step_, window_winners
 from kexue.models.flyvec.text import STOP_WORDS, UNK_ID, EncodedCorpus, Vocabulary, window_indices
@@ -100,9 +101,9 @@ class FlyVec:
         """Adopt ``vocab`` and draw W ~ N(0, init_std^2) (seeded by ``seed``); returns ``self``."""
         gen = torch.Generator().manual_seed(self.seed)
         n_rows = 2 * len(vocab)
-        table = torch.zeros(n_rows + 1, self.n_cells)
-        table[:n_rows] = torch.randn(n_rows, self.n_cells, generator=gen) * self.init_std
-        self.vocab, self.table = vocab, table.to(self.device)
+        table = _new_table(n_rows + 1, self.n_cells, self.device)
+        table[:n_rows] = torch.randn(n_rows, self.n_cells, generator=gen).mul_(self.init_std).to(self.device)
+        self.vocab, self.table = vocab, table
         return self
 
     def build_vocab(self, corpus: Iterable[str | Sequence[str]]) -> Vocabulary:
@@ -405,11 +406,19 @@ class FlyVec:
         if synapses.shape != (model.n_cells, 2 * len(vocab)):
             raise KexueError(f"{path}: synapses have shape {tuple(synapses.shape)}, expected "
                              f"({model.n_cells}, {2 * len(vocab)}) for K={model.n_cells}, V={len(vocab)}")
-        table = torch.zeros(2 * len(vocab) + 1, model.n_cells)
-        table[:-1] = synapses.T
-        model.vocab, model.table = vocab, table.to(model.device)
+        table = _new_table(2 * len(vocab) + 1, model.n_cells, model.device)
+        table[:-1] = synapses.T.to(model.device)
+        model.vocab, model.table = vocab, table
         model.history = json.loads(meta.get("history", "[]"))
         return model
+
+
+def _new_table(rows: int, n_cells: int, device: torch.device) -> torch.Tensor:
+    """A zero ``[rows, n_cells]`` float32 table; on the CPU backed by huge pages where Linux allows (training gathers
+    random rows of it: with 4 KiB pages most of those also miss the TLB)."""
+    table = torch.empty(rows, n_cells, device=device)
+    advise_huge_pages(table)  # before the first write, so that the pages are huge from the start
+    return table.zero_()
 
 
 def _gather_windows(winners: torch.Tensor, scaled: torch.Tensor, n_batch: int, world: int
