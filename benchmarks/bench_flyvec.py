@@ -82,6 +82,7 @@ def main() -> None:
         tiny = FlyVec(400, 11, vocab_size=args.vocab_size, seed=0)
         tiny.init_weights(model.vocab)
         tiny.fit(tiny.encode(docs[:50]), epochs=1, batch_size=64, show_progress=False, trainer="fast")
+        del tiny
 
     def w2v_model() -> Word2Vec:
         w2v = Word2Vec(vector_size=100, window=5, sg=0, negative=5, sample=1e-3, min_count=5, workers=2, seed=0)
