@@ -15,10 +15,15 @@ over the mini-batch, max-normalised step; equal up to round-off), organised so t
   estimate.
 - **Row norms** ``|W_mu|`` (for the energy) come from per-cell sums of squares kept up to date in float64 from the
   touched entries' old and new values, refreshed exactly whenever a column is scanned.
+- **Memory traffic.** A window's activation is a sum of up to ``window`` table rows; the rows of the window two
+  ahead are prefetched while one is summed, four rows are added per pass over the accumulator (same rounding order
+  as one at a time), and the winner's entries read there are handed to the update, which then never reads the
+  table (only writes the touched entries).
 - **Threads.** The activations and winners of a mini-batch are all computed on the same W, so windows are split
-  over threads (numba ``prange``) without races; the update is then split over cells (each thread owns whole
-  columns). Sums run in a fixed order (windows by position in the batch), so results do not depend on the number of
-  threads: N processes that exchange winners compute bit for bit what one process computes.
+  over threads (numba ``prange``) without races; the update is then split over cells on worker threads (each owns
+  whole columns; the kernels release the GIL). Sums run in a fixed order (windows by position in the batch), so
+  results do not depend on the number of threads: N processes that exchange winners compute bit for bit what one
+  process computes.
 
 :class:`LazyScaleTrainer` holds this state for one table; :class:`~kexue.models.flyvec.FlyVec` uses it on the CPU
 (``trainer="fast"``); the torch functions of :mod:`.rule` stay the slow twin and the GPU path.
