@@ -15,10 +15,11 @@ over the mini-batch, max-normalised step; equal up to round-off), organised so t
   estimate.
 - **Row norms** ``|W_mu|`` (for the energy) come from per-cell sums of squares kept up to date in float64 from the
   touched entries' old and new values, refreshed exactly whenever a column is scanned.
-- **Memory traffic.** A window's activation is a sum of up to ``window`` table rows; the rows of the window two
-  ahead are prefetched while one is summed, four rows are added per pass over the accumulator (same rounding order
-  as one at a time), and the winner's entries read there are handed to the update, which then never reads the
-  table (only writes the touched entries).
+- **Memory traffic.** A window's activation is a sum of up to ``window`` table rows. The rows of the window
+  ``PREFETCH_AHEAD`` ahead are prefetched while one is summed; four rows are added per pass over the accumulator
+  (same rounding order as one at a time); the winner's entries read there are handed to the update, which then
+  never reads the table (it only writes the touched entries). The model's table sits on huge pages where Linux
+  allows (:func:`kexue._resources.advise_huge_pages`).
 - **Threads.** The activations and winners of a mini-batch are all computed on the same W, so windows are split
   over threads (numba ``prange``) without races; the update is then split over cells on worker threads (each owns
   whole columns; the kernels release the GIL). Sums run in a fixed order (windows by position in the batch), so
@@ -40,7 +41,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-PREFETCH_AHEAD = 8  # windows: rows of window b + 2 are requested while window b is summed
+PREFETCH_AHEAD = 4  # windows: the rows of window b + 4 are requested while window b is summed
 
 
 @intrinsic
