@@ -173,22 +173,18 @@ def _fold_column(table, m, factor, bound, sq):
     return 1.0
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _fold(table, scale, bound, sq, n_chunks):
-    """Fold every scale into its column (``scale = 1``) and recompute the column statistics exactly (row-major)."""
-    n, k = table.shape
-    per = (n + n_chunks - 1) // n_chunks
-    tops, totals = np.zeros((n_chunks, k)), np.zeros((n_chunks, k))
-    for chunk in numba.prange(n_chunks):
-        top, total = tops[chunk], totals[chunk]
-        for r in range(chunk * per, min(n, (chunk + 1) * per)):
-            for m in range(k):
-                table[r, m] = table[r, m] * scale[m]
-                x = float(table[r, m])
-                total[m] += x * x
-                top[m] = max(top[m], abs(x))
-    for m in range(k):
-        bound[m], sq[m], scale[m] = tops[:, m].max(), totals[:, m].sum(), 1.0
+@numba.njit(cache=True, nogil=True)
+def _fold(table, scale, bound, sq):
+    """Fold every scale into its column (``scale = 1``) and recompute the column statistics exactly, in one row-major
+    pass (a serial loop: in a numba ``parallel`` function the per-column reductions became parallel regions each)."""
+    bound[:], sq[:] = 0.0, 0.0
+    for r in range(table.shape[0]):
+        for m in range(table.shape[1]):
+            table[r, m] = table[r, m] * scale[m]
+            x = float(table[r, m])
+            sq[m] += x * x
+            bound[m] = max(bound[m], abs(x))
+    scale[:] = 1.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -342,7 +338,7 @@ class LazyScaleTrainer:
         self.renorm_below = renorm_below
         k = self.table.shape[1]
         self.scale, self.bound, self.sq = np.ones(k), np.empty(k), np.empty(k)
-        _fold(self.table, self.scale, self.bound, self.sq, 8)  # scale 1: only the column statistics
+        _fold(self.table, self.scale, self.bound, self.sq)  # scale 1: only the column statistics
         self._counters = np.zeros(3, dtype=np.int64)
         self.timings = Timings()
         self._threads = -1
@@ -440,4 +436,4 @@ class LazyScaleTrainer:
     def fold(self) -> None:
         """Fold the scales into the table (``scale = 1``), so that the table holds W itself."""
         if not np.all(self.scale == 1.0):
-            _fold(self.table, self.scale, self.bound, self.sq, 8)
+            _fold(self.table, self.scale, self.bound, self.sq)
