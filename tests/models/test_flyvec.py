@@ -380,15 +380,21 @@ def _distributed_worker(rank, world, port, docs, out):
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+    def no_all_reduce(*args, **kwargs):
+        raise AssertionError("FlyVec.fit must exchange winners (all_gather), not all-reduce a dense update")
+
+    dist.all_reduce = no_all_reduce
     try:
         torch.set_num_threads(1)
-        model = FlyVec(n_cells=8, window=3, min_count=1, seed=rank + 5)  # different seeds: rank 0's W is broadcast
-        model.init_weights(model.build_vocab(docs))
-        if rank == 0:
-            torch.save(model.table.clone(), out + ".init")
-        model.fit(docs, epochs=2, batch_size=50, lr=0.05, show_progress=False)
-        if rank == 0:
-            torch.save(model.table, out)
+        for trainer in ("fast", "torch"):
+            model = FlyVec(n_cells=8, window=3, min_count=1, seed=rank + 5)  # different seeds: rank 0's W is sent
+            model.init_weights(model.build_vocab(docs))
+            if rank == 0:
+                torch.save(model.table.clone(), out + ".init")
+            model.fit(docs, epochs=2, batch_size=51, lr=0.05, show_progress=False, trainer=trainer)
+            if rank == 0:
+                torch.save(model.table, f"{out}.{trainer}")
     finally:
         dist.destroy_process_group()
 
@@ -399,7 +405,9 @@ def _distributed_worker(rank, world, port, docs, out):
 
 @pytest.mark.slow
 def test_torchrun_style_training_equals_single_process(tmp_path, monkeypatch):
-    """Two gloo ranks splitting every mini-batch compute the single-process update (up to float summation order)."""
+    """Two gloo ranks splitting every mini-batch (odd size: unequal shares) and exchanging (winner, scaled activation)
+    per window compute the single-process update: bit for bit with the fast trainer, up to summation order with the
+    torch one. The workers forbid all_reduce: only the (small) all_gather of triples is used."""
     import importlib
     import socket
 
@@ -415,8 +423,14 @@ def test_torchrun_style_training_equals_single_process(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     out = str(tmp_path / "table.pt")
     mp.spawn(worker, args=(2, port, docs, out), nprocs=2, join=True)
-    single = FlyVec(n_cells=8, window=3, min_count=1, seed=5)
-    single.init_weights(single.build_vocab(docs))
-    assert torch.equal(single.table, torch.load(out + ".init", weights_only=True))
-    single.fit(docs, epochs=2, batch_size=50, lr=0.05, show_progress=False)
-    torch.testing.assert_close(torch.load(out, weights_only=True), single.table, rtol=1e-4, atol=1e-5)
+    for trainer in ("fast", "torch"):
+        single = FlyVec(n_cells=8, window=3, min_count=1, seed=5)
+        single.init_weights(single.build_vocab(docs))
+        assert torch.equal(single.table, torch.load(out + ".init", weights_only=True))
+        single.fit(docs, epochs=2, batch_size=51, lr=0.05, show_progress=False, trainer=trainer)
+        ranks = torch.load(f"{out}.{trainer}", weights_only=True)
+        if trainer == "fast":
+            assert torch.equal(ranks, single.table)
+        else:
+            torch.testing.assert_close(ranks, single.table, rtol=1e-4, atol=1e-5)
+

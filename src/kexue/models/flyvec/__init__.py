@@ -1,7 +1,8 @@
 """FlyVec (post 8): binary sparse word embeddings learned by the fruit-fly rule, in plain torch.
 
 - :mod:`~kexue.models.flyvec.text`: tokenisation, vocabulary, sparse window encoding.
-- :mod:`~kexue.models.flyvec.rule`: the winner-take-all Hebbian update (fast sparse path and dense twin).
+- :mod:`~kexue.models.flyvec.rule`: the winner-take-all Hebbian update in torch (sparse path, dense twin, GPU).
+- :mod:`~kexue.models.flyvec.fast`: the same update as compiled CPU kernels (numba), the default CPU trainer.
 - :mod:`~kexue.models.flyvec.model`: :class:`FlyVec` (fit, static / dynamic hashes, neighbours, save / load).
 - :mod:`~kexue.models.flyvec.baselines`: gensim word2vec on the same tokens, SimHash and FlyHash of its vectors.
 """
@@ -14,6 +15,7 @@ from kexue.models.flyvec.rule import (
     hebbian_delta,
     hebbian_step_,
     hebbian_step_reference,
+    window_winners,
 )
 from kexue.models.flyvec.text import (
     NUM,
@@ -50,4 +52,5 @@ __all__ = [
     "tokenize",
     "window_dense",
     "window_indices",
+    "window_winners",
 ]

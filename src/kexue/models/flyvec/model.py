@@ -9,9 +9,12 @@ cells" (weight rows of W in R^(K x 2V)) learn from n-gram windows by winner-take
 - **dynamic** (contextual) hash of w in a context: top-k of ``W_hat [BoW(context); e_w]``. With an empty context
   it is the static hash.
 
-Training runs on the CPU (or a GPU) in plain torch and scales out with ``torchrun``: when ``torch.distributed`` is
-initialised, every rank draws the same window order, takes its share of each mini-batch, and the update matrices
-are all-reduced before the common max-normalised step, so N ranks compute exactly the single-process update::
+Training runs on the CPU in compiled kernels (:mod:`~kexue.models.flyvec.fast`, numba) or in plain torch (the
+slow twin, and the GPU path), the same rule either way, and scales out with ``torchrun``: when
+``torch.distributed`` is initialised, every rank draws the same window order, takes its share of each mini-batch,
+finds its windows' winners, and the ranks exchange each window's (winner, scaled activation) with an
+``all_gather`` (two numbers per window, not a dense update matrix); every rank then applies the same step, so N
+ranks compute the single-process update::
 
     # torchrun --nproc_per_node 4 train.py
     torch.distributed.init_process_group("gloo")
@@ -39,8 +42,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from kexue._progress import progress
+from kexue._resources import advise_huge_pages
 from kexue.errors import KexueError
-from kexue.models.flyvec.rule import ColumnMax, apply_delta, energy_terms, hebbian_delta, hebbian_step_
+from kexue.models.flyvec.rule import ColumnMax, DeltaStats, hebbian_step_, window_winners
 from kexue.models.flyvec.text import STOP_WORDS, UNK_ID, EncodedCorpus, Vocabulary, window_indices
 from kexue.ops.sparse import index_bits, jaccard, kwta, pairwise_overlap
 
@@ -66,7 +70,8 @@ class FlyVec:
         vocab: the :class:`Vocabulary` (None before :meth:`fit` or :meth:`init_weights`).
         table: ``[2V + 1, K]`` float32 weights, transposed, with a zero sentinel last row.
         history: one dict per epoch: ``epoch, lr, energy`` (mean per window over the batches where it was
-            computed), ``windows, seconds``.
+            computed), ``windows, seconds, trainer``.
+        timings: seconds the fast trainer spent in its winner and update kernels during the last :meth:`fit`.
         energy_trace: mean energy per window of every ``energy_every``-th mini-batch, in order.
     """
 
@@ -88,6 +93,7 @@ class FlyVec:
         self.table: torch.Tensor | None = None
         self.history: list[dict[str, float]] = []
         self.energy_trace: list[float] = []
+        self.timings: dict[str, float] = {}
 
     # --- set-up ---------------------------------------------------------------------------------------------------
 
@@ -95,9 +101,9 @@ class FlyVec:
         """Adopt ``vocab`` and draw W ~ N(0, init_std^2) (seeded by ``seed``); returns ``self``."""
         gen = torch.Generator().manual_seed(self.seed)
         n_rows = 2 * len(vocab)
-        table = torch.zeros(n_rows + 1, self.n_cells)
-        table[:n_rows] = torch.randn(n_rows, self.n_cells, generator=gen) * self.init_std
-        self.vocab, self.table = vocab, table.to(self.device)
+        table = _new_table(n_rows + 1, self.n_cells, self.device)
+        table[:n_rows] = torch.randn(n_rows, self.n_cells, generator=gen).mul_(self.init_std).to(self.device)
+        self.vocab, self.table = vocab, table
         return self
 
     def build_vocab(self, corpus: Iterable[str | Sequence[str]]) -> Vocabulary:
@@ -137,12 +143,12 @@ class FlyVec:
 
     def fit(self, corpus: Iterable[str | Sequence[str]] | EncodedCorpus, *, epochs: int = 15, lr: float = 0.002,
             batch_size: int = 10_000, prec: float = 1e-30, energy_every: int = 10, show_progress: bool = True,
-            callback: Callable[[dict[str, Any]], None] | None = None) -> "FlyVec":
+            callback: Callable[[dict[str, Any]], None] | None = None, trainer: str = "auto") -> "FlyVec":
         """Learn W from ``corpus`` (builds the vocabulary first if the model has none).
 
         Each epoch e reshuffles the windows and takes max-normalised steps of ``lr * (1 - e / epochs)`` on
-        mini-batches of ``batch_size`` windows. Under ``torch.distributed``, ranks split every mini-batch and
-        all-reduce the update (see the module docstring).
+        mini-batches of ``batch_size`` windows. Under ``torch.distributed``, ranks split every mini-batch, exchange
+        each window's winner and scaled activation, and apply the same step (see the module docstring).
 
         Args:
             corpus: documents (raw text or token lists), or an :class:`EncodedCorpus` from :meth:`encode`.
@@ -150,11 +156,14 @@ class FlyVec:
             lr: initial learning rate (newer official script 0.002; the older one 0.0002).
             batch_size: windows per mini-batch (official default 10,000), summed over ranks.
             prec: floor of the step normaliser.
-            energy_every: compute the energy on every this many mini-batches (it needs all row norms of W, a full
-                pass over the weights that costs about as much as the update itself).
+            energy_every: compute the energy on every this many mini-batches (the torch trainer needs all row norms
+                of W for it, a full pass over the weights; the fast trainer keeps them up to date).
             show_progress: show a progress bar (windows/s, energy) on rank 0.
             callback: called after every mini-batch with ``{epoch, batch, lr, energy, windows}`` (``energy`` is the
                 mean energy per window of that batch, or None on batches where it was not computed).
+            trainer: ``"fast"`` (:mod:`~kexue.models.flyvec.fast`: compiled CPU kernels), ``"torch"`` (the torch
+                functions of :mod:`~kexue.models.flyvec.rule`; also the GPU path) or ``"auto"`` (fast on the CPU).
+                Both take the same steps (up to round-off).
 
         Returns:
             ``self``.
@@ -177,6 +186,7 @@ class FlyVec:
             if self.vocab is None:
                 self.init_weights(self.build_vocab(corpus))
             data = self.encode(corpus)
+        fast = self._use_fast(trainer)
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         order_seed = torch.tensor([self.seed + 1])
@@ -186,37 +196,49 @@ class FlyVec:
 
         table, vocab_size = self.table, len(self.vocab)
         inv_p = self.inverse_frequencies(data.counts)
-        # one process: the fused step (no dense D); several: D is what the ranks all-reduce
-        buffer, colmax = torch.zeros_like(table), ColumnMax()
         tokens, all_centres = data.tokens.to(self.device), data.centres.to(self.device)
-        offsets = torch.arange(-(self.window // 2), self.window // 2 + 1, device=self.device)
+        if fast:
+            from kexue.models.flyvec.fast import BatchWinners, LazyScaleTrainer  # numba: imported on first use
+
+            engine = LazyScaleTrainer(table, tokens, inv_p, self.window)
+            centres_np = all_centres.numpy()
+        else:
+            buffer, colmax = torch.zeros_like(table), ColumnMax()  # scratch of the fused step (kept all zero)
+            offsets = torch.arange(-(self.window // 2), self.window // 2 + 1, device=self.device)
         gen = torch.Generator().manual_seed(int(order_seed))
         n = len(data)
         bar = progress(total=epochs * n, desc="flyvec", unit="win") if rank == 0 and show_progress else None
         try:
             for epoch in range(epochs):
                 lr_e = lr * (1 - epoch / epochs)
-                order = torch.randperm(n, generator=gen).to(self.device)  # same order on every rank
+                order = torch.randperm(n, generator=gen)  # same order on every rank
                 energy_sum, energy_n, start = 0.0, 0, time.perf_counter()
                 for b, lo in enumerate(range(0, n, batch_size)):
-                    centres = all_centres[order[lo : lo + batch_size][rank::world]]
-                    idx = window_indices(tokens[centres.unsqueeze(1) + offsets], vocab_size)
-                    n_batch = min(batch_size, n - lo)
-                    with_energy = b % energy_every == 0
-                    if distributed:
-                        stats = hebbian_delta(table, idx, inv_p, buffer)
-                        terms = energy_terms(table, stats) if with_energy else None
-                        dist.all_reduce(buffer)
-                        apply_delta(table, buffer, lr_e, prec)
+                    batch = order[lo : lo + batch_size]
+                    n_batch, with_energy = len(batch), b % energy_every == 0
+                    if fast:
+                        centres = centres_np[batch.numpy()]
+                        found = engine.winners(centres[rank::world])
+                        if distributed:  # exchange (winner, scaled activation) per window: no dense D
+                            winners, scaled = _gather_windows(torch.from_numpy(found.winners),
+                                                              torch.from_numpy(found.scaled), n_batch, world)
+                            found = BatchWinners(winners.numpy(), scaled.numpy())
+                        terms = torch.from_numpy(engine.energy(found)) if with_energy else None
+                        engine.update(centres, found, lr_e, prec)
                     else:
-                        stats, terms = hebbian_step_(table, idx, inv_p, lr_e, buffer, colmax, prec, with_energy)
+                        idx = window_indices(tokens[all_centres[batch.to(self.device)].unsqueeze(1) + offsets],
+                                             vocab_size)
+                        stats = None
+                        if distributed:
+                            local = window_winners(table, idx[rank::world], inv_p)
+                            stats = DeltaStats(*_gather_windows(local.winners, local.scaled, n_batch, world))
+                        stats, terms = hebbian_step_(table, idx, inv_p, lr_e, buffer, colmax, prec, with_energy,
+                                                     stats)
                     mean_energy = None
                     if with_energy:
-                        batch_energy = terms.sum().double()
-                        if distributed:
-                            dist.all_reduce(batch_energy)
-                        mean_energy = batch_energy.item() / n_batch
-                        energy_sum, energy_n = energy_sum + batch_energy.item(), energy_n + n_batch
+                        batch_energy = terms.sum().double().item()  # every rank holds the whole batch's terms
+                        mean_energy = batch_energy / n_batch
+                        energy_sum, energy_n = energy_sum + batch_energy, energy_n + n_batch
                         self.energy_trace.append(mean_energy)
                     if bar is not None:
                         bar.update(n_batch)
@@ -224,14 +246,28 @@ class FlyVec:
                             bar.set_postfix(epoch=epoch, energy=f"{mean_energy:.4g}")
                     if callback is not None:
                         callback({"epoch": epoch, "batch": b, "lr": lr_e, "energy": mean_energy, "windows": n_batch})
+                if fast:
+                    engine.fold()  # the table holds W itself between epochs
                 self.history.append({"epoch": epoch, "lr": lr_e, "energy": energy_sum / energy_n, "windows": n,
-                                     "seconds": time.perf_counter() - start})
+                                     "seconds": time.perf_counter() - start, "trainer": "fast" if fast else "torch"})
         finally:
+            if fast:
+                engine.fold()
+                engine.close()
+                self.timings = {"winners": engine.timings.winners, "update": engine.timings.update}
             if bar is not None:
                 bar.close()
         return self
 
     # --- hashes ---------------------------------------------------------------------------------------------------
+
+    def _use_fast(self, trainer: str) -> bool:
+        if trainer not in ("auto", "fast", "torch"):
+            raise ValueError(f"trainer must be 'auto', 'fast' or 'torch', got {trainer!r}")
+        cpu = self.device.type == "cpu" and self.table.dtype in (torch.float32, torch.float64)
+        if trainer == "fast" and not cpu:
+            raise ValueError(f"trainer='fast' runs on the CPU; this model's weights are on {self.device}")
+        return trainer == "fast" or (trainer == "auto" and cpu)
 
     def _row_norms(self) -> torch.Tensor:
         return torch.linalg.vector_norm(self.table, dim=0).clamp_min(1e-30)  # [K]: |W_mu|
@@ -370,11 +406,39 @@ class FlyVec:
         if synapses.shape != (model.n_cells, 2 * len(vocab)):
             raise KexueError(f"{path}: synapses have shape {tuple(synapses.shape)}, expected "
                              f"({model.n_cells}, {2 * len(vocab)}) for K={model.n_cells}, V={len(vocab)}")
-        table = torch.zeros(2 * len(vocab) + 1, model.n_cells)
-        table[:-1] = synapses.T
-        model.vocab, model.table = vocab, table.to(model.device)
+        table = _new_table(2 * len(vocab) + 1, model.n_cells, model.device)
+        table[:-1] = synapses.T.to(model.device)
+        model.vocab, model.table = vocab, table
         model.history = json.loads(meta.get("history", "[]"))
         return model
+
+
+def _new_table(rows: int, n_cells: int, device: torch.device) -> torch.Tensor:
+    """A zero ``[rows, n_cells]`` float32 table; on the CPU backed by huge pages where Linux allows (training gathers
+    random rows of it: with 4 KiB pages most of those also miss the TLB)."""
+    table = torch.empty(rows, n_cells, device=device)
+    advise_huge_pages(table)  # before the first write, so that the pages are huge from the start
+    return table.zero_()
+
+
+def _gather_windows(winners: torch.Tensor, scaled: torch.Tensor, n_batch: int, world: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' (winner, scaled activation) of a batch of ``n_batch`` windows, in batch order (rank r held windows
+    r, r + world, ...): an ``all_gather`` of two numbers per window instead of an all-reduce of a dense D."""
+    share = -(-n_batch // world)  # all_gather needs equal sizes: pad every share to the largest
+    pad = share - len(winners)
+    parts = [torch.cat([winners.to(torch.float64), scaled.to(torch.float64)]).new_zeros(2 * share)
+             for _ in range(world)]
+    mine = torch.cat([F.pad(winners.to(torch.float64), (0, pad)),
+                      F.pad(scaled.to(torch.float64), (0, pad))])
+    dist.all_gather(parts, mine.to(parts[0].device))
+    out_w = torch.empty(n_batch, dtype=winners.dtype, device=winners.device)
+    out_s = torch.empty(n_batch, dtype=scaled.dtype, device=scaled.device)
+    for r, part in enumerate(parts):
+        count = len(range(r, n_batch, world))
+        out_w[r::world] = part[:count].to(winners.dtype)
+        out_s[r::world] = part[share : share + count].to(scaled.dtype)
+    return out_w, out_s
 
 
 def memory_bits(n_cells: int, k: int, dim: int = 300, float_bits: int = 32) -> dict[str, int]:

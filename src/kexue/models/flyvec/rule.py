@@ -23,8 +23,11 @@ sparse add, and max|D| is the larger of the touched entries' |D| (computed exact
 ``max_i |W_i,mu|`` through the updates; whenever the bound cannot rule out an untouched entry as the maximum, the
 step falls back to the dense D (and refreshes the bound), so the result is the same step either way.
 
-Splitting a batch's windows over several workers and summing their D (an all-reduce) gives the same D: that is how
-:meth:`FlyVec.fit <kexue.models.flyvec.FlyVec.fit>` scales out under ``torchrun``.
+D is a function of the batch's (window, winner, scaled activation) triples and W, so workers that split a batch's
+windows, find their winners (:func:`window_winners`) and exchange the triples (small: two numbers per window) can
+each apply the same step: that is how :meth:`FlyVec.fit <kexue.models.flyvec.FlyVec.fit>` scales out under
+``torchrun``, without all-reducing a dense D. The CPU trainer is :mod:`kexue.models.flyvec.fast` (compiled
+kernels, the same rule); these torch functions are its slow twin and the GPU path.
 """
 
 from dataclasses import dataclass, field
@@ -46,7 +49,17 @@ class DeltaStats:
     scaled: torch.Tensor
 
 
-def hebbian_delta(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, out: torch.Tensor) -> DeltaStats:
+def window_winners(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor) -> DeltaStats:
+    """Winners (argmax of the raw activation, one ``embedding_bag``) and their scaled activations for a batch of
+    windows (``table``, ``idx``, ``inv_p`` as for :func:`hebbian_delta`)."""
+    raw = F.embedding_bag(idx, table, mode="sum")  # [B, K] = <W_mu, v^A>, a sum of W rows per window
+    winners = raw.argmax(dim=1)
+    scaled = (table[idx, winners.unsqueeze(1)] * inv_p[idx]).sum(dim=1)  # <W_win, v^A / p>, gathered
+    return DeltaStats(winners, scaled)
+
+
+def hebbian_delta(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, out: torch.Tensor,
+                  stats: DeltaStats | None = None) -> DeltaStats:
     """The update matrix D of the rule for one batch of windows, written into ``out`` (transposed layout).
 
     Args:
@@ -54,20 +67,20 @@ def hebbian_delta(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, o
         idx: int64 ``[B, W]`` rows each window reads (:func:`~kexue.models.flyvec.text.window_indices`).
         inv_p: ``[2V + 1]`` input scaling 1/p per row (0 for the sentinel); all ones for no frequency scaling.
         out: ``[2V + 1, K]`` buffer, overwritten with D (transposed); its sentinel row stays zero.
+        stats: the batch's winners if already known (:func:`window_winners`, e.g. gathered from other ranks).
 
     Returns:
         :class:`DeltaStats` of the batch.
     """
     n_cells = table.shape[1]
-    raw = F.embedding_bag(idx, table, mode="sum")  # [B, K] = <W_mu, v^A>, a sum of W rows per window
-    winners = raw.argmax(dim=1)
+    stats = window_winners(table, idx, inv_p) if stats is None else stats
+    winners, scaled = stats.winners, stats.scaled
     weights = inv_p[idx]  # [B, W] the nonzero entries of v^A / p
-    scaled = (table[idx, winners.unsqueeze(1)] * weights).sum(dim=1)  # <W_win, v^A / p>, gathered, not a matmul
     c = torch.zeros(n_cells, dtype=table.dtype, device=table.device).index_add_(0, winners, scaled)
     torch.mul(table, c.neg_(), out=out)  # dense part: -c_mu W_mu (columns of cells that won nothing stay 0)
     flat = (idx * n_cells + winners.unsqueeze(1)).reshape(-1)
     out.view(-1).index_add_(0, flat, weights.reshape(-1).to(out.dtype))  # sparse part: + v^A / p on the winner
-    return DeltaStats(winners, scaled)
+    return stats
 
 
 def apply_delta(table: torch.Tensor, delta: torch.Tensor, lr: float, prec: float = 1e-30) -> torch.Tensor:
@@ -100,7 +113,7 @@ class ColumnMax:
 
 
 def hebbian_step_(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, lr: float, scratch: torch.Tensor,
-                  colmax: ColumnMax, prec: float = 1e-30, energy: bool = False
+                  colmax: ColumnMax, prec: float = 1e-30, energy: bool = False, stats: DeltaStats | None = None
                   ) -> tuple[DeltaStats, torch.Tensor | None]:
     """One step of the rule in place: ``apply_delta(table, hebbian_delta(...), lr)`` up to round-off, no dense D.
 
@@ -111,6 +124,7 @@ def hebbian_step_(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, l
         scratch: ``[2V + 1, K]`` buffer that must be all zero; it is left all zero (it sums repeated entries).
         colmax: the per-cell bound carried between steps (start with ``ColumnMax()``).
         energy: also return the per-window energy ``[B]`` with the weights before the step.
+        stats: the batch's winners if already known (:func:`window_winners`, e.g. gathered from other ranks).
 
     Returns:
         ``(stats, energy or None)``.
@@ -118,13 +132,13 @@ def hebbian_step_(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, l
     n_cells, width = table.shape[1], idx.shape[1]
     if colmax.bound is None:
         colmax.exact(table)
-    raw = F.embedding_bag(idx, table, mode="sum")
-    winners = raw.argmax(dim=1)
+    winners = F.embedding_bag(idx, table, mode="sum").argmax(dim=1) if stats is None else stats.winners
     flat = (idx * n_cells + winners.unsqueeze(1)).reshape(-1)  # the entries (row i, column winner) windows touch
     weights = inv_p[idx].reshape(-1)
     w_at = table.view(-1)[flat]
-    scaled = (w_at.view(-1, width) * weights.view(-1, width)).sum(dim=1)
-    stats = DeltaStats(winners, scaled)
+    if stats is None:
+        stats = DeltaStats(winners, (w_at.view(-1, width) * weights.view(-1, width)).sum(dim=1))
+    scaled = stats.scaled
     terms = energy_terms(table, stats) if energy else None
     c = torch.zeros(n_cells, dtype=table.dtype, device=table.device).index_add_(0, winners, scaled)
     sums = scratch.view(-1)
@@ -138,7 +152,7 @@ def hebbian_step_(table: torch.Tensor, idx: torch.Tensor, inv_p: torch.Tensor, l
         colmax.fallbacks += 1
         if colmax._delta is None:
             colmax._delta = torch.empty_like(table)
-        hebbian_delta(table, idx, inv_p, colmax._delta)
+        hebbian_delta(table, idx, inv_p, colmax._delta, stats)
         apply_delta(table, colmax._delta, lr, prec)
         colmax.exact(table)
         return stats, terms
