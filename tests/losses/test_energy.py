@@ -18,6 +18,7 @@ from kexue.losses.energy import (
     meg_energy_loss,
     meg_generator_loss,
     mutual_information,
+    per_position_weight,
     score_penalty,
     score_penalty_channelwise,
     shuffled,
@@ -88,6 +89,28 @@ def test_score_penalty_is_the_per_sample_squared_norm_over_all_dims():
     flat = LinearEnergy(torch.randn(6))
     z = torch.randn(9, 6)
     assert score_penalty_channelwise(flat, z).item() == pytest.approx(score_penalty(flat, z).item(), rel=1e-6)
+
+
+def test_official_lambda_translates_to_the_same_loss_and_gradients():
+    # a nonlinear conv energy on StackedMNIST-shaped data: lam on the official per-position scale, converted by
+    # per_position_weight, gives the official penalty term and its parameter gradients
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, 2, 2), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 14 * 14, 1))
+    energy = lambda x: net(x).squeeze(-1)  # noqa: E731
+    x = torch.randn(5, 3, 28, 28)
+    weight = per_position_weight(10.0, x.shape)
+    assert weight == pytest.approx(10 / 784)
+    ours = weight * score_penalty(energy, x)
+    official = 10.0 * score_penalty_channelwise(energy, x)
+    assert ours.item() == pytest.approx(official.item(), rel=1e-5)
+    params = list(net.parameters())[:-1]  # the last bias does not change the score
+    g_ours = torch.autograd.grad(ours, params)
+    g_official = torch.autograd.grad(official, params)
+    for a, b in zip(g_ours, g_official, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert per_position_weight(0.1, (7, 2)) == 0.1  # vectors: one position, lambda unchanged
+    with pytest.raises(ValueError, match="lam"):
+        per_position_weight(-1.0, x.shape)
 
 
 def test_score_penalty_is_differentiable_in_the_energy_parameters():

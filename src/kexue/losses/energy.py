@@ -28,7 +28,8 @@ on images ``[B, C, H, W]`` that is a norm over *channels only*, averaged over ``
 :math:`\tfrac1{HW}\mathbb E\|\nabla_x U\|^2`, so the scripts' λ = 10 on 32×32 CIFAR is ≈ 0.0098 on the real
 per-sample squared norm. :func:`score_penalty` takes the per-sample norm over all non-batch dimensions;
 :func:`score_penalty_channelwise` reproduces the quirk only so that λ values can be translated
-(``channelwise = full / (H·W)``).
+(``channelwise = full / (H·W)``), and :func:`per_position_weight` converts the official λ into the weight of
+:func:`score_penalty` that gives the official loss.
 """
 
 import math
@@ -84,6 +85,24 @@ def score_penalty_channelwise(energy: Energy, real: torch.Tensor) -> torch.Tenso
     x = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(_per_sample("energy(real)", energy(x)).sum(), x, create_graph=True)
     return grad.norm(2, dim=1).pow(2).mean()
+
+
+def per_position_weight(lam: float, shape: tuple[int, ...] | torch.Size) -> float:
+    r"""The weight of :func:`score_penalty` that equals the official code's ``lam * score_penalty_channelwise``.
+
+    The official penalty is the squared gradient norm per position (over channels), averaged over the positions,
+    i.e. the per-sample squared norm divided by the number of positions: λ = 10 on ``[B, 3, 28, 28]`` is
+    10 / 784 ≈ 0.0128 on the per-sample norm. Vectors ``[B, D]`` have one position, so λ is unchanged.
+
+    Args:
+        lam: λ on the official (per-position) scale, ≥ 0.
+        shape: the data's shape ``[B, C, *spatial]`` or ``[B, D]``.
+    """
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    if len(shape) < 2:
+        raise ValueError(f"shape must be [B, D] or [B, C, *spatial], got {tuple(shape)}")
+    return lam / math.prod(shape[2:])
 
 
 def meg_energy_loss(energy: Energy, real: torch.Tensor, fake: torch.Tensor, *,

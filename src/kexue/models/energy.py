@@ -8,6 +8,9 @@ kexue.fm/archives/6331 (the InfoGAN-bound variant). The energy itself is a criti
 - ``ConvStatistics``: a conv trunk maps x to ``z_dim`` features, concatenated with z, then an MLP
   (2·z_dim -> width -> 1), as MEG's image statistics network.
 - ``MLPEncoder`` / ``ConvEncoder``: x -> ẑ ``[B, z_dim]``, the mean of p(z | x) in the InfoGAN bound.
+- ``MEGGenerator28`` / ``MEGEnergy28`` / ``MEGStatistics28``: the official code's 28×28 networks (its
+  ``networks/mnist.py``, used for StackedMNIST and the MNIST anomaly runs): 5×5 (transposed) convolutions through
+  2×2, 4×4, 7×7 and 14×14, base width ``dim`` (512 there).
 
 Like the critics, none of these uses batch norm: the MI estimators pair samples within a batch, and batch
 statistics would leak information between the joint and the shuffled pairs.
@@ -122,3 +125,114 @@ class ConvEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.net(x)
         return z if z.dim() == 2 else z.unsqueeze(-1)  # z_dim = 1 comes back squeezed from the critic
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The official code's 28x28 networks (MEG's StackedMNIST / MNIST architecture)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _meg_trunk(channels: int, dim: int) -> nn.Sequential:
+    """Four 5×5 stride-2 convolutions 28 -> 14 -> 7 -> 4 -> 2, widths dim/8 .. dim, LeakyReLU(0.2), no norm."""
+    layers, c = [], channels
+    for out in (dim // 8, dim // 4, dim // 2, dim):
+        layers += [nn.Conv2d(c, out, 5, stride=2, padding=2), nn.LeakyReLU(0.2)]
+        c = out
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def _check_dim(dim: int) -> None:
+    _check_positive(dim=dim)
+    if dim % 8:
+        raise ValueError(f"dim must be a multiple of 8 (the widths are dim/8, dim/4, dim/2, dim), got {dim}")
+
+
+def _default_init(module: nn.Module) -> None:
+    """PyTorch's own layer initialisation (what the official code leaves its energy and statistics nets with)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            m.reset_parameters()
+
+
+class MEGGenerator28(nn.Module):
+    """z ``[B, z_dim]`` -> images ``[B, channels, 28, 28]`` in [-1, 1], the official MEG MNIST generator.
+
+    Linear to ``[dim, 2, 2]``, then four (BN, ReLU, 5×5 stride-2 transposed conv) stages to 4, 7, 14 and 28 pixels
+    with widths dim/2, dim/4, dim/8 and ``channels``, and tanh. DCGAN initialisation (conv weights N(0, 0.02), BN
+    scales N(1, 0.02)), as the official ``weights_init``.
+    """
+
+    def __init__(self, z_dim: int = 128, channels: int = 3, dim: int = 512) -> None:
+        super().__init__()
+        _check_positive(z_dim=z_dim, channels=channels)
+        _check_dim(dim)
+        self.z_dim, self.channels, self.dim = z_dim, channels, dim
+        self.expand = nn.Linear(z_dim, 4 * dim)
+        layers, c = [], dim
+        for out, extra in ((dim // 2, 1), (dim // 4, 0), (dim // 8, 1), (channels, 1)):  # 2 -> 4 -> 7 -> 14 -> 28
+            layers += [nn.BatchNorm2d(c), nn.ReLU(), nn.ConvTranspose2d(c, out, 5, 2, 2, output_padding=extra)]
+            c = out
+        self.main = nn.Sequential(*layers, nn.Tanh())
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        self.expand.reset_parameters()
+        for m in self.main:
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"expected z [B, {self.z_dim}], got {tuple(z.shape)}")
+        return self.main(self.expand(z).view(z.shape[0], self.dim, 2, 2))  # [B, C, 28, 28]
+
+
+class MEGEnergy28(nn.Module):
+    """Images ``[B, channels, 28, 28]`` -> energy ``[B]``: the official MEG MNIST energy (trunk + linear, no norm)."""
+
+    def __init__(self, channels: int = 3, dim: int = 512) -> None:
+        super().__init__()
+        _check_positive(channels=channels)
+        _check_dim(dim)
+        self.channels = channels
+        self.main = _meg_trunk(channels, dim)
+        self.expand = nn.Linear(4 * dim, 1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        _default_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1:] != (self.channels, 28, 28):
+            raise ValueError(f"expected images [B, {self.channels}, 28, 28], got {tuple(x.shape)}")
+        return self.expand(self.main(x)).squeeze(-1)
+
+
+class MEGStatistics28(nn.Module):
+    """T(x ``[B, channels, 28, 28]``, z ``[B, z_dim]``) -> ``[B]``: the official MEG MNIST statistics network.
+
+    The energy's trunk, a linear map to ``z_dim`` features, concatenated with z, then 2·z_dim -> dim -> 1 with
+    LeakyReLU(0.2).
+    """
+
+    def __init__(self, channels: int = 3, z_dim: int = 128, dim: int = 512) -> None:
+        super().__init__()
+        _check_positive(channels=channels, z_dim=z_dim)
+        _check_dim(dim)
+        self.channels, self.z_dim = channels, z_dim
+        self.main = _meg_trunk(channels, dim)
+        self.expand = nn.Linear(4 * dim, z_dim)
+        self.classify = nn.Sequential(nn.Linear(2 * z_dim, dim), nn.LeakyReLU(0.2), nn.Linear(dim, 1))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        _default_init(self)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        _check_pair(x, z, (self.channels, 28, 28), self.z_dim)
+        h = self.expand(self.main(x))  # [B, z_dim]
+        return self.classify(torch.cat([h, z], dim=1)).squeeze(-1)
