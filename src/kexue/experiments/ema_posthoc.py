@@ -37,8 +37,8 @@ class Config(ExperimentConfig):
     width: int = param(32, "channels of the CNN's first conv layer", min=4, max=512)
     tracked: tuple[float, ...] = param((0.05, 0.10), "sigma_rel of the profiles tracked for snapshots", min=0.001,
                                        max=0.3)
-    check: tuple[float, ...] = param((0.03, 0.07, 0.15, 0.25), "sigma_rel also tracked directly (ground truth)",
-                                     min=0.001, max=0.3)
+    direct: tuple[float, ...] = param((0.03, 0.07, 0.15, 0.25), "sigma_rel also tracked directly (ground truth)",
+                                      min=0.001, max=0.3)
     snapshots: int = param(16, "snapshots per run (of each tracked profile)", min=2, max=1000)
     grid: int = param(12, "sigma_rel values swept by reconstruction (geometric, 0.02 to 0.28)", min=2, max=100)
     val_size: int = param(5000, "training images held out to choose sigma_rel", min=10)
@@ -80,7 +80,7 @@ def train_one(cfg: Config, seed: int, data: dict, device: torch.device, grid: li
     model = make_cnn(cfg.width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     posthoc = PostHocEMA(model, cfg.tracked, snapshot_every=max(1, total // cfg.snapshots))
-    truth = {s: PowerEMA(model, s) for s in cfg.check}
+    truth = {s: PowerEMA(model, s) for s in cfg.direct}
     loss_fn = nn.CrossEntropyLoss()
     bar = progress(total=total, desc=f"ema-posthoc seed {seed}", unit="step")
     for step in range(total):
@@ -132,18 +132,18 @@ def run(cfg: Config, run: Run) -> dict:
     for seed in seeds:  # logged as each seed finishes
         r = train_one(cfg, seed, data, run.device, grid)
         results.append(r)
-        run.log(seed=seed, raw_test=r["raw"]["test"], **{f"recon_{s}_test": r["recon"][s]["test"] for s in cfg.check},
-                **{f"tracked_{s}_test": r["tracked"][s]["test"] for s in cfg.check})
+        run.log(seed=seed, raw_test=r["raw"]["test"], **{f"recon_{s}_test": r["recon"][s]["test"] for s in cfg.direct},
+                **{f"tracked_{s}_test": r["tracked"][s]["test"] for s in cfg.direct})
 
     # --- numbers -----------------------------------------------------------------------------------------------------
-    gaps = [abs(r["recon"][s]["test"] - r["tracked"][s]["test"]) for r in results for s in cfg.check]
-    errors = [r["weight_error"][s] for r in results for s in cfg.check]
+    gaps = [abs(r["recon"][s]["test"] - r["tracked"][s]["test"]) for r in results for s in cfg.direct]
+    errors = [r["weight_error"][s] for r in results for s in cfg.direct]
     chosen = [int(np.argmax([g["val"] for g in r["grid"]])) for r in results]  # chosen on validation, not test
     chosen_test = [r["grid"][c]["test"] for r, c in zip(results, chosen, strict=True)]
     raw_test = [r["raw"]["test"] for r in results]
     gain = [c - r for c, r in zip(chosen_test, raw_test, strict=True)]
     profile_err = {s: profile_error(results[0]["snap_t"], results[0]["snap_gamma"], results[0]["steps"], s)[0]
-                   for s in cfg.check}
+                   for s in cfg.direct}
     metrics = {"max_gap_recon_vs_tracked": max(gaps), "median_weight_error": float(np.median(errors)),
                "max_weight_error": max(errors), "acc_chosen_mean": float(np.mean(chosen_test)),
                "acc_raw_mean": float(np.mean(raw_test)), "gain_min": min(gain), "gain_mean": float(np.mean(gain))}
@@ -158,10 +158,10 @@ def run(cfg: Config, run: Run) -> dict:
              "snapshots' averaging profiles; the rebuilt EMA behaves like one tracked during training. Setting: a "
              f"small CNN (width {cfg.width}, no BatchNorm) on MNIST, Adam lr {cfg.lr} constant, batch "
              f"{cfg.batch_size}, {cfg.epochs} epochs, {cfg.snapshots} snapshots of each tracked profile, "
-             f"{cfg.seeds} seeds. Widths {', '.join(map(str, cfg.check))} are also tracked directly as ground truth.")
+             f"{cfg.seeds} seeds. Widths {', '.join(map(str, cfg.direct))} are also tracked directly as ground truth.")
     run.section("Reconstructed against tracked")
     rows = []
-    for s in cfg.check:
+    for s in cfg.direct:
         rows.append([s, spread([r["tracked"][s]["test"] for r in results]),
                      spread([r["recon"][s]["test"] for r in results]),
                      max(abs(r["recon"][s]["test"] - r["tracked"][s]["test"]) for r in results),
@@ -189,7 +189,7 @@ def run(cfg: Config, run: Run) -> dict:
     curves = 100 * np.array([[g["test"] for g in r["grid"]] for r in results])  # [seeds, grid]
     ax.plot(grid, curves.mean(0), color="tab:blue", marker=".", label="reconstructed (post hoc)")
     ax.fill_between(grid, curves.min(0), curves.max(0), color="tab:blue", alpha=0.2, lw=0)
-    widths = sorted(set(cfg.check) | set(cfg.tracked))
+    widths = sorted(set(cfg.direct) | set(cfg.tracked))
     tracked = 100 * np.array([[r["tracked"][s]["test"] for s in widths] for r in results])
     ax.errorbar(widths, tracked.mean(0), yerr=[tracked.mean(0) - tracked.min(0), tracked.max(0) - tracked.mean(0)],
                 fmt="o", color="tab:red", ms=4, capsize=2, label="tracked during training")
@@ -204,7 +204,7 @@ def run(cfg: Config, run: Run) -> dict:
     ax = axes[0][1]
     r0 = results[0]
     u = np.linspace(1e-3, 1, 400)
-    for s, colour in zip(cfg.check, ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink"), strict=False):
+    for s, colour in zip(cfg.direct, ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink"), strict=False):
         gamma = sigma_rel_to_gamma(s)
         x = profile_error(r0["snap_t"], r0["snap_gamma"], r0["steps"], s)[1]
         t = r0["steps"]

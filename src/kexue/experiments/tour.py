@@ -48,6 +48,8 @@ CLAIMS = {
                           "the raw weights."),
     "ema-mnist": Claim("With Adam at a constant learning rate, an EMA of the weights tests better than the raw "
                        "weights, which keep bouncing around the minimum."),
+    "ema-posthoc": Claim("After training, snapshots of two tracked EMA profiles reconstruct the EMA of any other "
+                         "width as well as tracking that width directly would.", "max_gap_recon_vs_tracked"),
     "ema-dirac": Claim("On the Dirac-GAN the raw weights circle the equilibrium forever; their EMA converges to "
                        "it."),
     "init-geometry": Claim("Two random vectors in high dimension are almost orthogonal: the variance of their angle "
