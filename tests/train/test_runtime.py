@@ -196,3 +196,77 @@ def test_legacy_state_pt_checkpoints_still_load(tmp_path):
 def test_seed_everything_refuses_what_numpy_would_reduce_or_reject(seed):
     with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32\)"):
         seed_everything(seed)
+
+
+# --- the step iterator ------------------------------------------------------------------------------------------------
+
+
+def train_steps(run, cfg: Cfg, *, kill_at: int | None = None, nan_at: set[int] | None = None, every: int = 4,
+                log_every: int = 3, emas: dict[str, EMA] | None = None):
+    """The same trainer through ``rt.steps``: the loss averaged over log intervals of ``log_every`` steps."""
+    seed_everything(cfg.seed)
+    model = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.2), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    emas = emas if emas is not None else {"fast": EMA(model, 0.5), "slow": EMA(model, 0.9)}
+    rt = Runtime(run, config=asdict(cfg), model=model, optimizer=opt, ema=emas, every=every, max_bad_steps=2)
+    rt.resume()
+    for step in rt.steps(cfg.steps, desc="test", log_every=log_every):
+        if step.index == kill_at:
+            raise Killed
+        x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1000 + step.index))
+        loss = (model(x) - x.prod(1, keepdim=True)).pow(2).mean()
+        if nan_at and step.index in nan_at:
+            nan_at.discard(step.index)
+            loss = loss * float("nan")
+        opt.zero_grad()
+        loss.backward()
+        if rt.check(loss):
+            opt.step()
+            for ema in emas.values():
+                ema.update(model)
+        step.mean(loss=loss)
+        if step.logging:
+            step.log(first=step.index)
+    return model, emas, rt
+
+
+def test_steps_log_interval_means_that_a_resume_reproduces(tmp_path):
+    cfg = Cfg(steps=14)
+    full_run = start_run(tmp_path / "a", "t", cfg, {}, [])
+    _, emas_a, _ = train_steps(full_run, cfg)
+    rows = [json.loads(s) for s in (full_run.path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in logged] == [3, 6, 9, 12, 14] and [r["first"] for r in logged] == [2, 5, 8, 11, 13]
+
+    # killed mid-interval (last checkpoint at step 8, inside the interval 7..9): the means come back with it
+    run_b = start_run(tmp_path / "b", "t", cfg, {}, [])
+    with pytest.raises(Killed):
+        train_steps(run_b, cfg, kill_at=10)
+    _, emas_b, rt = train_steps(run_b, cfg)
+    assert rt.resumed_from == 8 and losses(run_b) == losses(full_run)
+    for name, ema in emas_a.items():
+        for k, v in ema.averaged().items():
+            assert torch.equal(v, emas_b[name].averaged()[k])
+
+
+def test_a_step_undone_by_a_rollback_reports_nothing(tmp_path):
+    cfg = Cfg(steps=12)
+    run = start_run(tmp_path, "t", cfg, {}, [])
+    _, _, rt = train_steps(run, cfg, nan_at={4, 5}, log_every=2)  # the second bad step rolls back to step 4
+    assert rt.rollbacks == 1 and rt.step == 12
+    logged = [json.loads(s) for s in (run.path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in logged if "loss" in r]
+    # one finite row per interval; the NaN step's value is left out of its interval's mean, the undone step's too
+    assert [r["step"] for r in logged] == [2, 4, 6, 8, 10, 12] and all(math.isfinite(r["loss"]) for r in logged)
+
+
+def test_several_emas_are_checkpointed_under_their_names_and_one_under_ema(tmp_path):
+    cfg = Cfg(steps=4)
+    run = start_run(tmp_path / "a", "t", cfg, {}, [])
+    _, _, rt = train_steps(run, cfg)
+    keys = set(load_checkpoint(rt.latest())[0])
+    assert any(k.startswith("ema.fast.") for k in keys) and any(k.startswith("ema.slow.") for k in keys)
+    single = start_run(tmp_path / "b", "t", cfg, {}, [])
+    model, _, rt = train(single, cfg)
+    keys = set(load_checkpoint(rt.latest())[0])
+    assert {k for k in keys if k.startswith("ema.")} == {f"ema.{k}" for k in EMA(model, 0.8).state_dict()}

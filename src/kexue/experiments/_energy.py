@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from kexue._progress import progress
 from kexue.data import gaussian_mixture_2d, swiss_roll_2d
 from kexue.eval.modes import kl_to_uniform, mixture_modes
 from kexue.losses.gan import gradient_penalty, wgan_critic_loss, wgan_generator_loss
@@ -167,33 +166,26 @@ def build_step(method: str, generator: nn.Module, critic: nn.Module, mi_net: nn.
     raise ValueError(f"method must be 'meg', 'meg-nomi' or 'wgan-gp', got {method!r}")
 
 
-def train(step: GANStep, run: Any, *, name: str, steps: int, config: dict, log_every: int = 50,
+def train(gan_step: GANStep, run: Any, *, name: str, steps: int, config: dict, log_every: int = 50,
           checkpoints: int = 4, on_log: Callable[[int], dict] | None = None) -> Runtime:
-    """Run ``steps`` generator iterations of ``step`` under a :class:`Runtime` that checkpoints into
+    """Run ``steps`` generator iterations of ``gan_step`` under a :class:`Runtime` that checkpoints into
     ``run.checkpoints / name`` (so several models of one run resume independently).
 
     Args:
         name: the model's name (checkpoint folder, progress bar, ``model`` field of the logged lines).
         config: the resolved experiment config (checkpoints of another config are refused).
-        log_every: log the step's scalars every this many iterations.
+        log_every: log the iteration's scalars (not means: the trainers' curves are snapshots) every this many
+            iterations.
         checkpoints: checkpoints over the run.
         on_log: extra metrics to log at those iterations, ``(step) -> dict``.
     """
-    rt = Runtime(run, config={**config, "model": name}, model=step.modules(), optimizer=step.optimizers(),
+    rt = Runtime(run, config={**config, "model": name}, model=gan_step.modules(), optimizer=gan_step.optimizers(),
                  directory=run.checkpoints / name, every=max(1, steps // checkpoints), keep_last=1)
     rt.resume()
-    bar = progress(total=steps, desc=name, unit="it")
-    bar.update(rt.step)
-    while rt.step < steps:
-        logs = step(rt)
-        if (rt.step + 1) % log_every == 0 or rt.step + 1 == steps:
-            extra = on_log(rt.step + 1) if on_log is not None else {}
-            rt.end_step(model=name, **logs, **extra)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:3]})
-        else:
-            rt.end_step()
-        bar.update(1)
-    bar.close()
+    for step in rt.steps(steps, desc=name, log_every=log_every):
+        logs = gan_step(rt)
+        if step.logging:
+            step.log(model=name, **logs, **(on_log(step.number) if on_log is not None else {}))
     rt.save()  # the final weights, so a resumed run evaluates the same models (a no-op if just saved)
     return rt
 

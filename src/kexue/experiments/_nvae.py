@@ -76,49 +76,32 @@ def train(model: NVAE, cfg: Any, run: Any, images: torch.Tensor, *, binarize: bo
         x = images[idx]
         return torch.bernoulli(x) if binarize else x
 
-    step = NVAEStep(model, opt, sched, batch=batch, total_steps=total, kl_anneal_portion=cfg.kl_anneal_portion,
-                    kl_balance=cfg.kl_balance, norm_coeff=cfg.spectral_coeff,
-                    norm_coeff_init=cfg.spectral_coeff_init or None, amp=cfg.amp, dist=dist)
+    nvae_step = NVAEStep(model, opt, sched, batch=batch, total_steps=total, kl_anneal_portion=cfg.kl_anneal_portion,
+                         kl_balance=cfg.kl_balance, norm_coeff=cfg.spectral_coeff,
+                         norm_coeff_init=cfg.spectral_coeff_init or None, amp=cfg.amp, dist=dist)
     every = cfg.checkpoint_every or max(1, total // 10)
-    rt = Runtime(run, config=asdict(cfg), model=step.modules(), optimizer=opt, scheduler=sched, every=every,
+    rt = Runtime(run, config=asdict(cfg), model=nvae_step.modules(), optimizer=opt, scheduler=sched, every=every,
                  keep_last=2, dist=dist)
     rt.resume()
     seconds = rt.extra.setdefault("train_seconds", 0.0)
     cpu_seconds = rt.extra.setdefault("train_cpu_seconds", 0.0)  # process CPU time: comparable on a busy host
-    log_every = max(1, min(cfg.log_every, total))
-    bar = progress(total=total, desc=desc, unit="step")
-    bar.update(rt.step)
     start, cpu_start = time.perf_counter(), time.process_time()
-    while rt.step < total:
-        logs = step(rt)
-        # looked up every step: a NaN-guard rollback replaces rt.extra with the checkpoint's. The running sums since
-        # the last logged row live there too, so a resumed run logs the same averages as an uninterrupted one.
-        history = rt.extra.setdefault("history", [])  # one row per log_every steps
-        partial = rt.extra.setdefault("partial", {"sums": {}, "count": 0})
-        sums = partial["sums"]
-        for key in ("loss", "nelbo", "recon", "kl"):
-            if math.isfinite(logs[key]):
-                sums[key] = sums.get(key, 0.0) + logs[key]
-        partial["count"] += 1
-        done = rt.step + 1
-        if done % log_every == 0 or done == total:
-            row = {"step": done, "epoch": done / steps_per_epoch, "beta": logs["beta"], "lr": logs["lr"],
-                   **{k: v / partial["count"] for k, v in sums.items()}}
-            history.append(row)
+    for step in rt.steps(total, desc=desc, log_every=max(1, min(cfg.log_every, total)), prefix="train_"):
+        logs = nvae_step(rt)
+        step.mean(**{key: logs[key] for key in ("loss", "nelbo", "recon", "kl")})
+        if step.logging:
+            row = {"step": step.number, "epoch": step.number / steps_per_epoch, "beta": logs["beta"],
+                   "lr": logs["lr"], **step.means}
+            # looked up here: a NaN-guard rollback replaces rt.extra with the checkpoint's
+            rt.extra.setdefault("history", []).append(row)  # one row per log interval
             rt.extra["train_seconds"] = seconds + time.perf_counter() - start
             rt.extra["train_cpu_seconds"] = cpu_seconds + time.process_time() - cpu_start
-            bar.set_postfix(nelbo=f"{row.get('nelbo', float('nan')):.1f}", beta=f"{logs['beta']:.2f}")
-            partial["sums"], partial["count"] = {}, 0  # before end_step, which may checkpoint
-            rt.end_step(**{f"train_{k}": v for k, v in row.items() if k != "step"}, spectral=logs["spectral"],
-                        bn=logs["bn"], skipped=logs["skipped"])
-        else:
-            rt.end_step()
-        bar.update(1)
-    bar.close()
+            step.log(train_epoch=row["epoch"], train_beta=row["beta"], train_lr=row["lr"], spectral=logs["spectral"],
+                     bn=logs["bn"], skipped=logs["skipped"])
     rt.extra["train_seconds"] = seconds + time.perf_counter() - start
     rt.extra["train_cpu_seconds"] = cpu_seconds + time.process_time() - cpu_start
     model.eval()
-    return {"runtime": rt, "step": step, "history": rt.extra.get("history", []), "total_steps": total,
+    return {"runtime": rt, "step": nvae_step, "history": rt.extra.get("history", []), "total_steps": total,
             "seconds_per_step": rt.extra["train_seconds"] / total,
             "cpu_seconds_per_step": rt.extra["train_cpu_seconds"] / total}
 

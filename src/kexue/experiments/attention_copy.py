@@ -9,12 +9,13 @@ linear models decode as RNNs, softmax with a KV cache).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from kexue._progress import progress
 from kexue.eval.plots import subplots
 from kexue.experiments.config import ExperimentConfig, check_divisible, param
 from kexue.experiments.registry import Experiment
@@ -60,24 +61,38 @@ def _batch(cfg: Config, n: int, gen: torch.Generator, device: torch.device) -> t
     return inp.to(device), tgt.to(device)
 
 
-def _train(name: str, cfg: Config, model: Transformer, run: Run) -> list[tuple[int, float]]:
-    optim = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.Adam
-    opt = optim(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.lr_drop_step] if cfg.lr_drop_step else [], gamma=0.1)
-    rt = Runtime(ModelRun(run, KEYS[name]), config={**asdict(cfg), "model": name}, model=model, optimizer=opt,
-                 scheduler=sched, every=cfg.checkpoint_every, keep_last=1)
+def train_transformer(model: Transformer, run: Run, folder: str, config: dict, *, steps: int, optimizer: str,
+                      lr: float, schedule: Callable[[torch.optim.Optimizer], Any],
+                      batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]], metric: str = "loss",
+                      unit: float = 1.0, checkpoint_every: int = 0, log_every: int = 50, redraw_every: int = 0,
+                      seed: int = 0, desc: str | None = None) -> list[tuple[int, float]]:
+    """Train a decoder-only Transformer by next-token cross-entropy under a :class:`Runtime` (checkpoints in
+    ``checkpoints/<folder>``, log lines tagged ``model=folder``); the training loop of the attention experiments.
+
+    Args:
+        config: the resolved experiment config with the model's name (checkpoints of another config are refused).
+        optimizer, lr: ``"adam"`` or ``"radam"``, and its learning rate; schedule: ``(optimizer) -> LR scheduler``,
+            stepped once per step.
+        batch: ``(step) -> (inputs [B, T], targets [B, T])`` (target -100: not scored): the batch as a function
+            of the step, so every model sees the same sequences and a resume replays them.
+        metric, unit: the logged mean is ``metric`` = cross-entropy / ``unit`` (``math.log(2)``: bits).
+        redraw_every: redraw FAVOR+ features every this many steps (Performer's schedule; 0: never).
+        seed: seeds the redraws.
+
+    Returns:
+        ``(step, mean of metric over the log interval)`` at every log interval.
+    """
+    optim = torch.optim.RAdam if optimizer == "radam" else torch.optim.Adam
+    opt = optim(model.parameters(), lr=lr)
+    sched = schedule(opt)
+    rt = Runtime(ModelRun(run, folder), config=config, model=model, optimizer=opt, scheduler=sched,
+                 every=checkpoint_every, keep_last=1)
     rt.resume()
-    curve = rt.extra.setdefault("curve", [])
-    running = []
     model.train()
-    bar = progress(total=cfg.steps, desc=name, unit="step")
-    bar.update(rt.step)
-    while rt.step < cfg.steps:
-        if cfg.redraw_every and rt.step and rt.step % cfg.redraw_every == 0:
-            model.redraw_features(torch.Generator().manual_seed(cfg.seed + rt.step))  # FAVOR+ only; else a no-op
-        # The batch is a function of the step: every variant sees the same sequences, and a resume replays them.
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rt.step)
-        inp, tgt = _batch(cfg, cfg.batch, gen, run.device)
+    for step in rt.steps(steps, desc=desc or folder, log_every=log_every):
+        if redraw_every and step.index and step.index % redraw_every == 0:
+            model.redraw_features(torch.Generator().manual_seed(seed + step.index))  # FAVOR+ only; else a no-op
+        inp, tgt = batch(step.index)
         loss = F.cross_entropy(model(inp).flatten(0, 1), tgt.flatten(), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,20 +100,11 @@ def _train(name: str, cfg: Config, model: Transformer, run: Run) -> list[tuple[i
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
         sched.step()
-        running.append(loss.item())
-        step = rt.step + 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            value = sum(running) / len(running)
-            curve.append((step, value))
-            bar.set_postfix(loss=f"{value:.3f}")
-            running = []
-            rt.end_step(loss=value)
-        else:
-            rt.end_step()
-        bar.update(1)
-    bar.close()
+        step.mean(**{metric: loss.item() / unit})
+        if step.logging:  # looked up here: a NaN-guard rollback replaces rt.extra with the checkpoint's
+            rt.extra.setdefault("curve", []).append((step.number, step.means[metric]))
     model.eval()
-    return [tuple(c) for c in curve]
+    return [tuple(c) for c in rt.extra.get("curve", [])]
 
 
 @torch.no_grad()
@@ -122,7 +128,14 @@ def run(cfg: Config, run: Run) -> dict:
         model = Transformer(TransformerConfig(vocab_size=12, max_len=2 * cfg.length + 2, dim=cfg.dim, depth=cfg.depth,
                                               heads=cfg.heads, attention=attention, feature_map=fmap),
                             generator=torch.Generator().manual_seed(cfg.seed)).to(run.device)
-        curves[name] = _train(name, cfg, model, run)
+        # The batch is a function of the step: every variant sees the same sequences, and a resume replays them.
+        curves[name] = train_transformer(
+            model, run, KEYS[name], {**asdict(cfg), "model": name}, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr,
+            schedule=lambda opt: torch.optim.lr_scheduler.MultiStepLR(
+                opt, [cfg.lr_drop_step] if cfg.lr_drop_step else [], gamma=0.1),
+            batch=lambda i: _batch(cfg, cfg.batch, torch.Generator().manual_seed(cfg.seed * 1_000_003 + i), run.device),
+            checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, redraw_every=cfg.redraw_every,
+            seed=cfg.seed, desc=name)
         acc[name] = _accuracies(cfg, model, run.device)
         run.log(model=KEYS[name], accuracy=acc[name][0], decoded_accuracy=acc[name][1],
                 sequence_accuracy=acc[name][2])

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from kexue._progress import progress
 from kexue.data import load_mnist
 from kexue.eval.plots import image_grid, subplots
+from kexue.experiments.attention_copy import train_transformer
 from kexue.experiments.config import ExperimentConfig, check_divisible, param
 from kexue.experiments.registry import Experiment
-from kexue.experiments.rundir import ModelRun, Run
+from kexue.experiments.rundir import Run
 from kexue.models.transformer import Transformer, TransformerConfig
 from kexue.train.capture import capture
-from kexue.train.runtime import Runtime
 
 BOS = 256  # start token; pixel values are 0..255
 PAPER_BPD = {"softmax": 0.621, "linear": 0.644}
@@ -78,47 +78,6 @@ def _bits_per_dim(model: Transformer, pixels: torch.Tensor, batch: int, device: 
     return total / count / math.log(2)
 
 
-def _train(name: str, cfg: Config, model: Transformer, pixels: torch.Tensor, run: Run) -> list[tuple[int, float]]:
-    optim = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.Adam
-    opt = optim(model.parameters(), lr=cfg.lr)
-    warm = max(1, cfg.steps // 50)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    rt = Runtime(ModelRun(run, name), config={**asdict(cfg), "model": name}, model=model, optimizer=opt,
-                 scheduler=sched, every=cfg.checkpoint_every, keep_last=1)
-    rt.resume()
-    curve = rt.extra.setdefault("curve", [])  # (step, mean train bits/dim since the previous log)
-    running = []
-    model.train()
-    bar = progress(total=cfg.steps, desc=f"train {name}", unit="step")
-    bar.update(rt.step)
-    while rt.step < cfg.steps:
-        # The batch is a function of the step: both models see the same images, and a resumed run replays them.
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rt.step)
-        x = pixels[torch.randint(0, len(pixels), (cfg.batch,), generator=g)].to(run.device)
-        loss = F.cross_entropy(model(_inputs(x)).flatten(0, 1), x.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if rt.check(loss):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-        sched.step()
-        running.append(loss.item() / math.log(2))
-        step = rt.step + 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            bpd = float(np.mean(running))
-            curve.append((step, bpd))
-            bar.set_postfix(bpd=f"{bpd:.3f}")
-            running = []
-            rt.end_step(train_bits_per_dim=bpd)
-        else:
-            rt.end_step()
-        bar.update(1)
-    bar.close()
-    model.eval()
-    return [tuple(c) for c in curve]
-
-
 def _time_generation(model: Transformer, batch: int, n_pix: int, use_cache: bool, device: torch.device,
                      seed: int) -> tuple[float, torch.Tensor]:
     """Images/s of one batched ``generate()`` call from a BOS token, and the sampled pixels ``[batch, n_pix]``."""
@@ -138,13 +97,28 @@ def run(cfg: Config, run: Run) -> dict:
     train = _sequences(train_x[: cfg.train_images], cfg.size)
     test = _sequences(test_x[: cfg.eval_images], cfg.size)
     n_pix = cfg.size * cfg.size
+    warm = max(1, cfg.steps // 50)
+
+    def warmup_cosine(s: int) -> float:  # the learning-rate factor at step s
+        return min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
+
+    def batch_at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # The batch is a function of the step: both models see the same images, and a resumed run replays them.
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        x = train[torch.randint(0, len(train), (cfg.batch,), generator=g)].to(run.device)
+        return _inputs(x), x
+
     models, curves, bpd = {}, {}, {}
     for kind in ("linear", "softmax"):
         torch.manual_seed(cfg.seed)
         mcfg = TransformerConfig(vocab_size=257, max_len=n_pix + 1, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
                                  attention=kind, feature_map=cfg.feature_map)
         model = Transformer(mcfg, generator=torch.Generator().manual_seed(cfg.seed)).to(run.device)
-        curves[kind] = _train(kind, cfg, model, train, run)
+        curves[kind] = train_transformer(
+            model, run, kind, {**asdict(cfg), "model": kind}, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr,
+            schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine), batch=batch_at,
+            metric="train_bits_per_dim", unit=math.log(2), checkpoint_every=cfg.checkpoint_every,
+            log_every=cfg.log_every, desc=f"train {kind}")
         bpd[kind] = _bits_per_dim(model, test, max(1, cfg.batch * 2), run.device)
         run.log(model=kind, test_bits_per_dim=bpd[kind])
         models[kind] = model

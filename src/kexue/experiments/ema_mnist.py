@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from kexue._progress import progress
 from kexue.data import load_mnist
 from kexue.errors import ConfigError
 from kexue.eval.plots import subplots
@@ -83,17 +82,13 @@ def run(cfg: Config, run: Run) -> dict:
     model = make_cnn(cfg.width).to(run.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     emas = {d: EMA(model, d, bias_correction=cfg.bias_correction) for d in cfg.decays}
-    # one Runtime saves the model, optimizer and the first EMA; the others ride along in ``extra``-free tensors
-    rt = Runtime(run, config=asdict(cfg), model=model, optimizer=opt, ema=_EMASet(emas),
+    rt = Runtime(run, config=asdict(cfg), model=model, optimizer=opt, ema={f"{d}": ema for d, ema in emas.items()},
                  every=cfg.checkpoint_every or eval_every, keep_last=2)
     rt.resume()
-    history = rt.extra.setdefault("history", [])  # one row per evaluation: step, epoch, raw, ema accuracies
     loss_fn = nn.CrossEntropyLoss()
 
-    bar = progress(total=total, desc="ema-mnist", unit="step")
-    bar.update(rt.step)
-    while rt.step < total:
-        epoch, b = divmod(rt.step, steps_per_epoch)
+    for step in rt.steps(total, desc="ema-mnist", log_every=eval_every):
+        epoch, b = divmod(step.index, steps_per_epoch)
         # the batch is a function of the step (epoch permutation from (seed, epoch)): resume replays it exactly
         idx = epoch_order(n, epoch, seed=cfg.seed)[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(run.device)
         loss = loss_fn(model(x_train[idx]), y_train[idx])
@@ -103,19 +98,17 @@ def run(cfg: Config, run: Run) -> dict:
             opt.step()
             for ema in emas.values():
                 ema.update(model)
-        step = rt.step + 1
-        if step % eval_every == 0 or step == total:
-            row = {"step": step, "epoch": step / steps_per_epoch, "raw": accuracy(model, x_test, y_test)}
+        if step.logging:  # an evaluation
+            row = {"step": step.number, "epoch": step.number / steps_per_epoch, "raw": accuracy(model, x_test, y_test)}
             for d, ema in emas.items():
                 with ema.swap_into(model):
                     row[f"ema_{d}"] = accuracy(model, x_test, y_test)
-            history.append(row)
-            bar.set_postfix(raw=f"{row['raw']:.4f}", **{k: f"{v:.4f}" for k, v in row.items() if k.startswith("ema")})
-            rt.end_step(loss=loss.item(), **{f"acc_{k}": v for k, v in row.items() if k not in ("step", "epoch")})
-        else:
-            rt.end_step(loss=loss.item()) if step % 50 == 0 else rt.end_step()
-        bar.update(1)
-    bar.close()
+            # one row per evaluation, looked up here: a NaN-guard rollback replaces rt.extra with the checkpoint's
+            rt.extra.setdefault("history", []).append(row)
+            step.log(loss=loss.item(), **{f"acc_{k}": v for k, v in row.items() if k not in ("step", "epoch")})
+        elif step.number % 50 == 0:
+            step.log(loss=loss.item())
+    history = rt.extra["history"]
 
     # --- report --------------------------------------------------------------------------------------------------
     final = history[-1]
@@ -171,21 +164,6 @@ def run(cfg: Config, run: Run) -> dict:
              f"EMA ({max(cfg.decays)}) with std {metrics[f'std_{best}']:.4f}. "
              f"{rt.bad_steps} non-finite steps were skipped.")
     return metrics
-
-
-class _EMASet:
-    """Several EMAs saved and restored as one (``Runtime`` takes a single ``ema``)."""
-
-    def __init__(self, emas: dict[float, EMA]) -> None:
-        self.emas = emas
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{d}.{k}": v for d, ema in self.emas.items() for k, v in ema.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for d, ema in self.emas.items():
-            prefix = f"{d}."
-            ema.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
 EXPERIMENT = Experiment(

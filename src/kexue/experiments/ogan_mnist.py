@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from kexue._progress import progress
 from kexue.data import load_mnist
 from kexue.eval.features import FeatureNet, describe, get_feature_net
 from kexue.eval.image_metrics import class_agreement, image_metrics
@@ -197,11 +196,7 @@ def train_variant(cfg: Any, run: Run, name: str, x_train: torch.Tensor, *, chann
                           d_optimizer=optimizers["critic"], critic_loss=critic_loss, generator_loss=generator_loss,
                           sample_real=sample_real, sample_z=sample_z)
 
-    sums: dict[str, float] = {}
-    count = 0
-    bar = progress(total=cfg.steps, desc=f"{desc} {name}", unit="step")
-    bar.update(rt.step)
-    while rt.step < cfg.steps:
+    for step in rt.steps(cfg.steps, desc=f"{desc} {name}", log_every=cfg.log_every):
         if step_fn is None:
             real = sample_real()
             loss, logs = ogan_single_loss(model.codes, model.generator, real, sample_z(len(real)), lam2=lam2,
@@ -217,21 +212,9 @@ def train_variant(cfg: Any, run: Run, name: str, x_train: torch.Tensor, *, chann
         if ok:
             if ema is not None:
                 ema.update(model)
-            for key in ("rho", "t1"):
-                sums[key] = sums.get(key, 0.0) + float(logs[key])
-            count += 1
-        step = rt.step + 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            row = {"step": step, **{k: v / max(count, 1) for k, v in sums.items()}}
-            # looked up each time: a NaN-guard rollback replaces rt.extra with the checkpoint's
-            rt.extra.setdefault("history", []).append(row)
-            sums, count = {}, 0
-            bar.set_postfix(rho=f"{row.get('rho', float('nan')):.3f}", t1=f"{row.get('t1', float('nan')):.3f}")
-            rt.end_step(**{k: v for k, v in row.items() if k != "step"})
-        else:
-            rt.end_step()
-        bar.update(1)
-    bar.close()
+            step.mean(rho=logs["rho"], t1=logs["t1"])
+        if step.logging:  # looked up here: a NaN-guard rollback replaces rt.extra with the checkpoint's
+            rt.extra.setdefault("history", []).append({"step": step.number, **step.means})
     if not cfg.checkpoint_every or cfg.steps % cfg.checkpoint_every:
         rt.save()  # the final weights, so a resumed run goes straight to evaluation
     return Trained(name, model, ema, rt.extra.get("history", []), rt.bad_steps)

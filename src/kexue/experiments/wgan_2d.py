@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -284,9 +285,11 @@ def _measure(step: GANStep, real: torch.Tensor, n: int, gen: torch.Generator) ->
     return {"estimate": estimate, "w1": wasserstein(x.double(), y.double()).item()}
 
 
-def _train_one(cfg: Config, dataset: str, variant: str, device: str, directory: str,
-               on_step: Callable[[dict | None], None] | None = None) -> dict:
+def _train_one(cfg: Config, dataset: str, variant: str, device: str, directory: str, bar: Any = None) -> dict:
     """Train one (data set, variant) pair; pure apart from its checkpoint folder, so a worker process can run it.
+
+    Args:
+        bar: a progress bar to advance by one per iteration (None in a worker process).
 
     Returns:
         Plain tensors and numbers: the measurement history, final scores, the refitted critic's estimate, samples
@@ -297,40 +300,38 @@ def _train_one(cfg: Config, dataset: str, variant: str, device: str, directory: 
     held_out, _ = _data(dataset, cfg.pool, cfg.seed + 1)  # measurement batches come from here
     # Each pair starts from its own seed, the same whichever process or order it runs in.
     torch.manual_seed(cfg.seed * 1000 + DATASETS.index(dataset) * len(VARIANTS) + VARIANTS.index(variant))
-    step = _build(cfg, variant, real, device)
+    gan_step = _build(cfg, variant, real, device)
     every = cfg.checkpoint_every or max(1, cfg.steps // 4)
-    rt = Runtime(None, config={**asdict(cfg), "dataset": dataset, "variant": variant}, model=step.modules(),
-                 optimizer=step.optimizers(), every=every, keep_last=1, directory=directory)
+    rt = Runtime(None, config={**asdict(cfg), "dataset": dataset, "variant": variant}, model=gan_step.modules(),
+                 optimizer=gan_step.optimizers(), every=every, keep_last=1, directory=directory)
     rt.resume()
-    history = rt.extra.setdefault("history", [])
     # The duality test: a fresh critic on the generator frozen at each of the declared iterations (results in the
     # checkpoint, so a resumed run does not repeat them; own RNGs, so they do not change the training).
     duality_at = sorted({s for s in cfg.refit_at if s <= cfg.steps}) \
         if variant == cfg.main_variant and dataset in cfg.refit_datasets else []
-    duality = rt.extra.setdefault("duality", [])
     if duality_at and "duality_floor" not in rt.extra:
         rt.extra["duality_floor"] = w1_floor(lambda i: _data(dataset, 2 * cfg.refit_points, cfg.seed + 10 + i)[0],
                                              cfg.refit_points, cfg.refit_floor_draws)
 
-    def duality_check() -> None:
+    def duality_check() -> None:  # rt.extra looked up here: a NaN-guard rollback replaces it with the checkpoint's
+        duality = rt.extra.setdefault("duality", [])
         if rt.step in duality_at and rt.step not in [r["step"] for r in duality]:
-            duality.append(_duality_point(cfg, dataset, step.generator, real.to(device), rt.extra["duality_floor"],
-                                          rt.step, device))
+            duality.append(_duality_point(cfg, dataset, gan_step.generator, real.to(device),
+                                          rt.extra["duality_floor"], rt.step, device))
 
-    while rt.step < cfg.steps:
+    for step in rt.steps(cfg.steps, log_every=cfg.log_every, bar=bar):
         duality_check()
-        logs = step(rt)
-        row = None
-        if (rt.step + 1) % cfg.log_every == 0 or rt.step + 1 == cfg.steps:
-            gen = torch.Generator().manual_seed(cfg.seed * 10**6 + rt.step)
-            row = {"step": rt.step + 1, **_measure(step, held_out, cfg.w1_batch, gen),
-                   **{k: logs[k] for k in ("train_estimate", "penalty", "generator_loss") if k in logs}}
-            history.append(row)
-        rt.end_step()
-        if on_step is not None:
-            on_step(row)
+        logs = gan_step(rt)
+        if step.logging:
+            gen = torch.Generator().manual_seed(cfg.seed * 10**6 + step.index)
+            measured = _measure(gan_step, held_out, cfg.w1_batch, gen)
+            rt.extra.setdefault("history", []).append(
+                {"step": step.number, **measured,
+                 **{k: logs[k] for k in ("train_estimate", "penalty", "generator_loss") if k in logs}})
+            step.log(**measured)  # shown on the bar (this runtime writes no log)
     duality_check()
     rt.save()  # the finished state (a no-op if this step is saved already), so a resume skips the training
+    history, duality = rt.extra["history"], rt.extra.get("duality", [])
 
     result = {"dataset": dataset, "variant": variant, "bad_steps": rt.bad_steps, "history": history,
               "duality": duality, "duality_floor": rt.extra.get("duality_floor"),
@@ -341,7 +342,7 @@ def _train_one(cfg: Config, dataset: str, variant: str, device: str, directory: 
     # Final scores on more samples.
     gen = torch.Generator().manual_seed(cfg.seed * 10**6 + cfg.steps + 1)
     with torch.no_grad():
-        fake = step.generator(torch.randn(cfg.eval_samples, cfg.z_dim, generator=gen).to(device)).cpu()
+        fake = gan_step.generator(torch.randn(cfg.eval_samples, cfg.z_dim, generator=gen).to(device)).cpu()
     x = held_out[torch.randint(len(held_out), (cfg.eval_samples,), generator=gen)]
     x2 = held_out[torch.randint(len(held_out), (cfg.eval_samples,), generator=gen)]
     n_w1 = min(cfg.eval_samples, FINAL_W1_POINTS)
@@ -353,11 +354,11 @@ def _train_one(cfg: Config, dataset: str, variant: str, device: str, directory: 
                        "high_quality": modes.high_quality, "kl_to_uniform": modes.kl})
 
     # Refit: the generator frozen, the critic alone trained on, so its gap is the dual value its constraint allows.
-    refit = replace(step, g_optimizer=None, n_critic=1)
+    refit = replace(gan_step, g_optimizer=None, n_critic=1)
     for _ in range(cfg.refit_steps):
         refit(rt)
     with torch.no_grad():
-        D = step.critic.eval()  # spectral norm: the current sigma estimate, no further power iteration
+        D = gan_step.critic.eval()  # spectral norm: the current sigma estimate, no further power iteration
         result["refit_estimate"] = (D(x[:n_w1].to(device)).mean() - D(fake[:n_w1].to(device)).mean()).item()
 
         # For the figures: samples and the critic on a grid around the data.
@@ -408,12 +409,9 @@ def run(cfg: Config, run: Run) -> dict:
     if cfg.workers == 1:
         out = []
         for job in jobs:
-            def on_step(row, job=job):
-                bar.update(1)
-                if row is not None:
-                    bar.set_postfix(data=job[1], variant=job[2], w1=f"{row['w1']:.3f}", est=f"{row['estimate']:.3f}")
+            bar.set_description(f"wgan-2d {job[1]} {job[2]}")
             with _threads(1):
-                out.append(_train_one(*job, on_step=on_step))
+                out.append(_train_one(*job, bar=bar))
     else:
         # Small MLPs cannot use two cores from one process; two processes can (spawned: no forked OpenMP state).
         with mp.get_context("spawn").Pool(min(cfg.workers, len(jobs))) as pool:

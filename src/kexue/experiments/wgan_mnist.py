@@ -38,6 +38,7 @@ both generators are evaluated the same way, the way they run in training.
 """
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -154,36 +155,31 @@ def _train_one(cfg: Config, run: Run, variant: str, seed: int, data: torch.Tenso
                z_eval: torch.Tensor, bar) -> dict:
     device = run.device
     torch.manual_seed(seed * 1000 + VARIANTS.index(variant))  # every (variant, seed) starts from its own seed
-    step = _build(cfg, variant, data, device)
-    rt = Runtime(None, config={**asdict(cfg), "variant": variant, "train_seed": seed}, model=step.modules(),
-                 optimizer=step.optimizers(), ema=step.ema, every=cfg.eval_every, keep_last=1,
+    gan_step = _build(cfg, variant, data, device)
+    rt = Runtime(None, config={**asdict(cfg), "variant": variant, "train_seed": seed}, model=gan_step.modules(),
+                 optimizer=gan_step.optimizers(), ema=gan_step.ema, every=cfg.eval_every, keep_last=1,
                  directory=run.checkpoints / f"{variant}-s{seed}")
     resumed = rt.resume()
     done_before = resumed and rt.step >= cfg.steps
-    history = rt.extra.setdefault("history", [])  # one row per evaluation
-    curve = rt.extra.setdefault("curve", [])  # the critic's W1 estimate, averaged over windows of iterations
     seconds = rt.extra.setdefault("train_seconds", 0.0)
-    window: list[float] = []
-    bar.update(rt.step)
-    while rt.step < cfg.steps:
+    # The log interval is a tenth of the evaluation interval: the curve of the critic's W1 estimate averages it.
+    for step in rt.steps(cfg.steps, bar=bar, log_every=max(1, cfg.eval_every // 10)):
         start = time.perf_counter()
-        logs = step(rt)
+        logs = gan_step(rt)
         seconds += time.perf_counter() - start
-        window.append(logs.get("w1_estimate", float("nan")))
-        n = rt.step + 1
-        if n % max(1, cfg.eval_every // 10) == 0 or n == cfg.steps:
-            curve.append({"step": n, "w1_estimate": float(np.mean(window))})
-            window = []
-        if n % cfg.eval_every == 0 or n == cfg.steps:
-            scores = _evaluate(cfg, step, net, real, z_eval)
-            history.append({"step": n, "train_seconds": seconds,
-                            **{f"{g}_{k}": scores[g][k] for g in scores for k in METRICS},
-                            "provenance": scores["raw"]["provenance"]})
-            bar.set_postfix(variant=variant, seed=seed, fid=f"{history[-1]['raw_fid']:.1f}",
-                            fid_ema=f"{history[-1]['ema_fid']:.1f}")
+        step.mean(w1_estimate=logs.get("w1_estimate", math.nan))
+        if step.logging:  # looked up here: a NaN-guard rollback replaces rt.extra with the checkpoint's
+            rt.extra.setdefault("curve", []).append(
+                {"step": step.number, "w1_estimate": step.means.get("w1_estimate", math.nan)})
+        if step.every(cfg.eval_every):
+            scores = _evaluate(cfg, gan_step, net, real, z_eval)
+            row = {"step": step.number, "train_seconds": seconds,
+                   **{f"{g}_{k}": scores[g][k] for g in scores for k in METRICS},
+                   "provenance": scores["raw"]["provenance"]}
+            rt.extra.setdefault("history", []).append(row)  # one row per evaluation
             rt.extra["train_seconds"] = seconds
-        rt.end_step()
-        bar.update(1)
+            step.log(raw_fid=row["raw_fid"], ema_fid=row["ema_fid"])  # shown on the bar (this runtime writes no log)
+    history, curve = rt.extra["history"], rt.extra["curve"]
     rt.save()  # the finished state (a no-op if this step is saved already): a resume then skips this model
     if not done_before:  # a model finished before a resume has its records in metrics.jsonl already
         for row in history:
@@ -194,7 +190,8 @@ def _train_one(cfg: Config, run: Run, variant: str, seed: int, data: torch.Tenso
             run.log(row["step"], variant=variant, seed=seed, w1_estimate=row["w1_estimate"])
     grid_z = z_eval[:64]
     return {"history": history, "curve": curve, "seconds_per_iter": history[-1]["train_seconds"] / cfg.steps,
-            "bad_steps": rt.bad_steps, "raw": _sample(step.generator, grid_z), "ema": _sample(step.ema.copy(), grid_z)}
+            "bad_steps": rt.bad_steps, "raw": _sample(gan_step.generator, grid_z),
+            "ema": _sample(gan_step.ema.copy(), grid_z)}
 
 
 # --------------------------------------------------------------------------------------------------------------

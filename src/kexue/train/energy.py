@@ -8,8 +8,8 @@ resume, the NaN guard and the generator EMA come from the shared GAN step and :c
     step = meg_step(G, E, T, sample_real=..., sample_z=lambda n: torch.randn(n, 2), lam=0.1, mi_weight=1.0)
     rt = Runtime(run, config=asdict(cfg), model=step.modules(), optimizer=step.optimizers())
     rt.resume()
-    while rt.step < cfg.steps:
-        rt.end_step(**step(rt))
+    for it in rt.steps(cfg.steps, desc="meg", log_every=50):
+        it.mean(**step(rt))
 
 Per call: ``n_critic`` energy updates on :math:`\\mathbb E_p U - \\mathbb E_q U + \\lambda\\mathbb E_p\\|\\nabla_x
 U\\|^2` (:func:`kexue.losses.energy.meg_energy_loss`), then one joint update of the generator and the MI network on

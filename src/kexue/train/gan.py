@@ -11,9 +11,8 @@ networks (``kexue.losses.gan`` has the pieces), and the step does the bookkeepin
                    n_critic=5, ema=EMA(G, 0.999))
     rt = Runtime(run, config=asdict(cfg), model=step.modules(), optimizer=step.optimizers(), ema=step.ema)
     rt.resume()
-    while rt.step < cfg.steps:
-        logs = step(rt)
-        rt.end_step(**logs)
+    for it in rt.steps(cfg.steps, desc="wgan-gp", log_every=50):
+        it.mean(**step(rt))
 
 Per call: ``n_critic`` critic updates on fresh real batches and detached generated samples (each followed by the
 optional ``after_critic_step``, e.g. weight clipping), then one generator update and the generator's EMA update.

@@ -1,20 +1,24 @@
 """The training runtime every kexue trainer uses: checkpoints and resume, a NaN/Inf guard, DDP-aware logging.
 
-A trainer keeps its loop readable and asks the runtime for the rest::
+A trainer keeps its step readable and asks the runtime for the rest::
 
     rt = Runtime(run, config=asdict(cfg), model=model, optimizer=opt, ema=ema, every=200)
     rt.resume()                              # continue from the latest checkpoint in run.checkpoints, if any
-    while rt.step < cfg.steps:
-        loss = loss_fn(model, batch_for(rt.step))   # data chosen by the step, so resume/rollback replay it
+    for step in rt.steps(cfg.steps, desc="train", log_every=50):
+        loss = loss_fn(model, batch_for(step.index))   # data chosen by the step, so resume/rollback replay it
         opt.zero_grad(); loss.backward()
         if rt.check(loss):                   # finite loss and gradients (agreed across ranks)?
             opt.step(); ema.update(model)
-        rt.end_step(loss=loss)               # step += 1, log on rank 0, checkpoint every ``every`` steps
+        step.mean(loss=loss)                 # averaged over the 50 steps, logged on rank 0 at the 50th
+
+:meth:`Runtime.steps` is the one training loop: it owns the progress bar, the running means, the periodic log row,
+the periodic checkpoints (through :meth:`Runtime.end_step`, which a hand-written loop may still call itself).
 
 What it guarantees:
 
-- **Checkpoints** hold the model, EMA, optimizer, scheduler, step, every RNG state (Python, NumPy, torch CPU and
-  CUDA), the trainer's own ``extra`` state and the config; they are written atomically (temp folder + rename,
+- **Checkpoints** hold the model, EMAs, optimizers, schedulers, step, the running means of the current log
+  interval, every RNG state (Python, NumPy, torch CPU and CUDA), the trainer's own ``extra`` state and the config;
+  they are written atomically (temp folder + rename,
   :func:`kexue.train.checkpoint.save_checkpoint`), stored without pickle (safetensors and JSON), and only the
   newest ``keep_last`` are kept. A checkpoint from a different config is refused with the keys that differ.
 - **Resume** restores all of that, so a run killed and resumed logs the same numbers as one never interrupted.
@@ -28,7 +32,9 @@ What it guarantees:
 """
 
 import json
+import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kexue._progress import progress
 from kexue.errors import KexueError
 from kexue.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from kexue.train.distributed import DistInfo, any_true, barrier
@@ -78,6 +85,11 @@ def _named(obj: Any) -> dict[str, Any]:
     return dict(obj) if isinstance(obj, dict) else {"": obj}
 
 
+def _ema_prefix(name: str) -> str:
+    """Where an EMA's tensors sit in a checkpoint: ``ema.`` for a lone EMA, ``ema.<name>.`` for one of a dict."""
+    return f"ema.{name}." if name else "ema."
+
+
 # --- the runtime ----------------------------------------------------------------------------------------------------
 
 
@@ -89,9 +101,9 @@ class Runtime:
             None with ``directory`` for use outside experiments.
         config: the resolved config as a dict; checkpoints of another config are refused.
         model: the model (wrapped or not; the unwrapped module's ``state_dict`` is saved).
-        optimizer, scheduler: saved and restored when given; either may be a dict of name -> object for trainers
-            with several (a GAN's generator and critic optimizers).
-        ema: saved and restored when given.
+        optimizer, scheduler, ema: saved and restored when given; each may be a dict of name -> object for trainers
+            with several (a GAN's generator and critic optimizers, EMAs of several decays). One EMA is checkpointed
+            under ``ema.<key>``, a dict's under ``ema.<name>.<key>``.
         every: checkpoint every this many steps (0: only when :meth:`save` is called).
         keep_last: how many checkpoint folders to keep.
         max_bad_steps: consecutive non-finite steps before a rollback.
@@ -105,7 +117,7 @@ class Runtime:
 
     def __init__(self, run: Any = None, *, config: dict | None = None, model: nn.Module,
                  optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | None = None,
-                 scheduler: Any = None, ema: EMA | None = None,
+                 scheduler: Any = None, ema: EMA | dict[str, EMA] | None = None,
                  every: int = 0, keep_last: int = 3, max_bad_steps: int = 3, lr_factor: float = 0.5,
                  max_rollbacks: int | None = None, check_grads: bool = True, dist: DistInfo | None = None,
                  directory: str | Path | None = None) -> None:
@@ -123,11 +135,13 @@ class Runtime:
         self.model, self.optimizer, self.scheduler, self.ema = model, optimizer, scheduler, ema
         self._optimizers = _named(optimizer)
         self._schedulers = _named(scheduler)
+        self._emas = _named(ema)
         self.every, self.keep_last, self.max_bad_steps, self.lr_factor = every, keep_last, max_bad_steps, lr_factor
         self.check_grads = check_grads
         self.dist = dist or DistInfo()
         self.step = 0
         self.extra: dict = {}  # the trainer's own JSON-able state (histories for figures, counters)
+        self.means: dict[str, list[float]] = {}  # name -> [sum, count] of the finite values since the last log row
         self.bad_steps = 0  # non-finite steps skipped in total
         self.bad_streak = 0
         self.rollbacks = 0
@@ -151,13 +165,14 @@ class Runtime:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = {f"model.{k}": v for k, v in unwrap(self.model).state_dict().items()}
-        if self.ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        for name, ema in self._emas.items():
+            tensors.update({f"{_ema_prefix(name)}{k}": v for k, v in ema.state_dict().items()})
         state = {
             "optimizers": {name: opt.state_dict() for name, opt in self._optimizers.items()},
             "schedulers": {name: sched.state_dict() for name, sched in self._schedulers.items()},
             "rng": rng_state(),
             "extra_json": json.dumps(self.extra),
+            "means_json": json.dumps(self.means),
             "counters": {"bad_steps": self.bad_steps, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
         }
         return tensors, state
@@ -187,8 +202,9 @@ class Runtime:
             unwrap(self.model).load_state_dict(model_state)
         except RuntimeError as err:
             raise KexueError(f"checkpoint {path} does not fit this model: {str(err)[:300]}") from None
-        if self.ema is not None:
-            self.ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+        for name, ema in self._emas.items():
+            prefix = _ema_prefix(name)
+            ema.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         for name, opt in self._optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self._schedulers.items():
@@ -196,6 +212,7 @@ class Runtime:
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.extra = json.loads(state["extra_json"])
+        self.means = json.loads(state.get("means_json", "{}"))  # checkpoints written before the means were kept
         counters = state["counters"]
         self.bad_steps, self.rollbacks, self.lr_scale = (counters["bad_steps"], counters["rollbacks"],
                                                          counters["lr_scale"])
@@ -310,7 +327,57 @@ class Runtime:
                 sched.base_lrs = [lr * ratio for lr in sched.base_lrs]
         self.lr_scale = scale
 
-    # --- the step -----------------------------------------------------------------------------------------------------
+    # --- the loop -----------------------------------------------------------------------------------------------------
+
+    def steps(self, total: int, *, desc: str | None = None, log_every: int = 0, bar: Any = None,
+              prefix: str = "") -> Iterator["Step"]:
+        """The training loop: one :class:`Step` per step, from the current step (after a resume, where the run left
+        off) until ``self.step`` reaches ``total``.
+
+        The body of the loop does the work of one step and hands the runtime what to report: values to average
+        over the log interval (:meth:`Step.mean`) and fields of the step's log row (:meth:`Step.log`). After the
+        body the runtime logs the row on rank 0 (the interval's means, named ``prefix + name``, then the fields)
+        when the step ends a log interval (every ``log_every`` steps, and the last step) or has fields, resets the
+        means, and calls :meth:`end_step` (step += 1, checkpoint every ``every`` steps). The means are part of
+        the checkpoint, so a resumed or rolled-back run averages exactly what an uninterrupted one does. A step
+        undone by a rollback (in one of its :meth:`check` calls) reports nothing: its ``logging`` is False from
+        then on, and the runtime is back at the checkpoint, whose means it restored.
+
+        Args:
+            total: the number of steps of the whole run.
+            desc: label of a progress bar for this loop (it shows the last row's first numbers); None: no bar of
+                its own.
+            log_every: steps per log interval (0: the last step only).
+            bar: an outer progress bar (one over several models) to advance by one per step instead.
+            prefix: prepended to the means' names in the log row (e.g. ``"train_"``).
+
+        Yields:
+            The :class:`Step` about to be taken.
+        """
+        own = bar is None and desc is not None
+        if own:
+            bar = progress(total=total, desc=desc, unit="step")
+        if bar is not None:
+            bar.update(self.step)  # the steps a resume skips
+        try:
+            while self.step < total:
+                step = Step(self, self.step, total, log_every)
+                yield step
+                row: dict[str, Any] = {}
+                if step.logging:
+                    row = {prefix + name: value for name, value in step.means.items()}
+                    self.means = {}  # before end_step, which may checkpoint
+                if not self._undone:
+                    row.update(step.fields)
+                self.end_step(**row)
+                if bar is not None:
+                    bar.update(1)
+                    shown = [(k, v) for k, v in row.items() if isinstance(v, float | int) and not isinstance(v, bool)]
+                    if shown:
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in shown[:3]})
+        finally:
+            if own:
+                bar.close()
 
     def end_step(self, **metrics: Any) -> None:
         """Advance the step counter, log ``metrics`` (rank 0), and checkpoint every ``every`` steps.
@@ -327,3 +394,53 @@ class Runtime:
                         for k, v in metrics.items()})
         if self.every and self.step % self.every == 0:
             self.save()
+
+
+class Step:
+    """One step of :meth:`Runtime.steps`: where it is, and what it reports.
+
+    Attributes:
+        index: the step being taken (0-based; ``rt.step`` when it started): choose its data from this, so that a
+            resume or a rollback replays the same batches.
+        number: ``index + 1``, the steps done once this one ends (the ``step`` of its log row).
+        total: the run's number of steps.
+        fields: what :meth:`log` was given.
+    """
+
+    def __init__(self, runtime: Runtime, index: int, total: int, log_every: int) -> None:
+        self._rt = runtime
+        self.index, self.number, self.total = index, index + 1, total
+        self._log_every = log_every
+        self.fields: dict[str, Any] = {}
+
+    def every(self, n: int) -> bool:
+        """True if this step ends an interval of ``n`` steps (``n`` = 0: none) or the run, and no rollback undid it
+        (for work on another cadence than the log's, e.g. an evaluation)."""
+        if self._rt._undone:
+            return False
+        return self.number == self.total or bool(n and self.number % n == 0)
+
+    @property
+    def logging(self) -> bool:
+        """True if this step ends a log interval (and no rollback undid it): compute costly log fields only then."""
+        return self.every(self._log_every)
+
+    def mean(self, **values: torch.Tensor | float) -> None:
+        """Add scalars to the running means of the log interval (a non-finite value is left out of its mean)."""
+        if self._rt._undone:
+            return
+        for name, value in values.items():
+            value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            if math.isfinite(value):
+                total, count = self._rt.means.get(name, (0.0, 0))
+                self._rt.means[name] = [total + value, count + 1]
+
+    @property
+    def means(self) -> dict[str, float]:
+        """The interval's means so far, this step's values included (name -> mean)."""
+        return {name: total / count for name, (total, count) in self._rt.means.items()}
+
+    def log(self, **fields: Any) -> None:
+        """Fields of this step's log row; a step off the log interval that has fields logs them too."""
+        if not self._rt._undone:
+            self.fields.update(fields)

@@ -7,9 +7,9 @@ and the grad scaler's state in ``rt.extra``)::
     step = NVAEStep(model, optimizer, scheduler, batch=lambda t: images_for_step(t), total_steps=T)
     rt = Runtime(run, config=asdict(cfg), model=step.modules(), optimizer=optimizer, scheduler=scheduler, every=500)
     rt.resume()
-    while rt.step < T:
+    for it in rt.steps(T, desc="nvae", log_every=100):
         logs = step(rt)
-        rt.end_step(**logs)
+        it.mean(nelbo=logs["nelbo"], kl=logs["kl"])
 
 Per call: images for the current step (a function of the step, so resume and rollback replay the same data),
 β_t = KL warm-up, forward (under autocast when ``amp`` is set), ``-log p(x|z) + β Σ γ_l KL_l`` averaged over the
