@@ -81,3 +81,19 @@ def test_stacked_mnist_labels_are_the_digits_of_the_stacked_images():
     four, modes4 = stacked_mnist(10, 1, images, digits, channels=4)
     d4 = digits[four[:, :, 0, 0].astype(np.int64)]
     np.testing.assert_array_equal(modes4, d4 @ np.array([1000, 100, 10, 1]))
+
+
+def test_toy_sets_are_the_conventional_draws_and_their_std():
+    from kexue.data.synthetic import toy_2d, toy_std
+
+    points, centres = toy_2d("25gaussians", 100, seed=3)
+    ref, _, ref_centres = gaussian_mixture_2d(100, "25", seed=3)
+    np.testing.assert_array_equal(points, ref)
+    np.testing.assert_array_equal(centres, ref_centres)
+    roll, none = toy_2d("swissroll", 50, seed=3)
+    np.testing.assert_array_equal(roll, swiss_roll_2d(50, seed=3)[0])
+    assert none is None
+    assert toy_std("8gaussians") == 0.02 / 1.414 and toy_std("25gaussians") == 0.05 / 2.828
+    assert toy_std("swissroll") == 0.25 / 7.5
+    with pytest.raises(ValueError, match="toy set"):
+        toy_2d("moons", 10)

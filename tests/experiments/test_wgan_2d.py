@@ -31,12 +31,25 @@ def test_a_worker_process_gives_the_in_process_result(tmp_path):
     assert len(here["history"]) == 2 and here["num_modes"] == 8
 
 
+class _Bar:
+    """A progress bar that records its updates."""
+
+    def __init__(self) -> None:
+        self.updates: list[int] = []
+
+    def update(self, n: int) -> None:
+        self.updates.append(n)
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+
 def test_a_finished_pair_resumes_without_training(tmp_path):
     cfg = replace(TINY, variants=("sn",))
     first = _train_one(cfg, "swissroll", "sn", "cpu", str(tmp_path))
-    steps = []
-    again = _train_one(cfg, "swissroll", "sn", "cpu", str(tmp_path), on_step=steps.append)
-    assert steps == []  # loaded the finished checkpoint: no training step ran
+    bar = _Bar()
+    again = _train_one(cfg, "swissroll", "sn", "cpu", str(tmp_path), bar=bar)
+    assert bar.updates == [cfg.steps]  # loaded the finished checkpoint: the bar skips ahead, no training step ran
     _same(first, again)
 
 

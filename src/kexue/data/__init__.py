@@ -21,7 +21,15 @@ from kexue.data.images import (
     load_mnist,
     save_idx,
 )
-from kexue.data.synthetic import gaussian_mixture_2d, mixture_centres, stacked_mnist, swiss_roll_2d
+from kexue.data.synthetic import (
+    TOY_SETS_2D,
+    gaussian_mixture_2d,
+    mixture_centres,
+    stacked_mnist,
+    swiss_roll_2d,
+    toy_2d,
+    toy_std,
+)
 from kexue.data.tabular import load_shuttle
 from kexue.data.text import (
     Vocab,
@@ -36,6 +44,7 @@ from kexue.data.text import (
 __all__ = [
     "DATASETS",
     "QUICK_SETS",
+    "TOY_SETS_2D",
     "DatasetInfo",
     "IdxFormatError",
     "Vocab",
@@ -62,5 +71,7 @@ __all__ = [
     "set_data_dir",
     "stacked_mnist",
     "swiss_roll_2d",
+    "toy_2d",
+    "toy_std",
     "verify",
 ]

@@ -17,6 +17,8 @@ _MIXTURES = {  # kind -> (default std, default divisor), in the un-divided coord
     "8": (0.02, 1.414),
     "25": (0.05, 2.828),
 }
+SWISS_ROLL_NOISE, SWISS_ROLL_SCALE = 0.25, 7.5  # sklearn's noise, and the divisor of the WGAN-GP toy script
+TOY_SETS_2D = ("8gaussians", "25gaussians", "swissroll")  # the names of the conventional 2-D toy sets
 
 
 def mixture_centres(kind: str = "8") -> np.ndarray:
@@ -58,7 +60,8 @@ def gaussian_mixture_2d(
     return (points / scale).astype(np.float32), labels.astype(np.int64), (centres / scale).astype(np.float32)
 
 
-def swiss_roll_2d(n: int, noise: float = 0.25, scale: float = 7.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def swiss_roll_2d(n: int, noise: float = SWISS_ROLL_NOISE, scale: float = SWISS_ROLL_SCALE,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The 2-D Swiss roll: ``t (cos t, sin t) + noise * eps`` with ``t ~ U(1.5 pi, 4.5 pi)``, divided by ``scale``.
 
     Same distribution as sklearn's ``make_swiss_roll`` columns [0, 2] (its height column is dropped).
@@ -70,6 +73,31 @@ def swiss_roll_2d(n: int, noise: float = 0.25, scale: float = 7.5, seed: int = 0
     t = 1.5 * np.pi * (1 + 2 * rng.random(n))
     points = t[:, None] * np.stack([np.cos(t), np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))
     return (points / scale).astype(np.float32), t.astype(np.float32)
+
+
+def toy_2d(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """``n`` points of a conventional 2-D toy set (``TOY_SETS_2D``), divided as the module docstring says.
+
+    Returns:
+        float32 points ``[n, 2]`` and the mixture's float32 centres ``[K, 2]`` (None for the Swiss roll).
+    """
+    if name == "swissroll":
+        return swiss_roll_2d(n, seed=seed)[0], None
+    if name not in TOY_SETS_2D:
+        raise ValueError(f"toy set must be one of {TOY_SETS_2D}, got {name!r}")
+    points, _, centres = gaussian_mixture_2d(n, kind=name[: -len("gaussians")], seed=seed)
+    return points, centres
+
+
+def toy_std(name: str) -> float:
+    """The per-coordinate noise of toy set ``name`` in its divided coordinates: a mixture component's std over the
+    divisor (0.02 / 1.414, 0.05 / 2.828), or the Swiss roll's noise over its divisor (0.25 / 7.5)."""
+    if name == "swissroll":
+        return SWISS_ROLL_NOISE / SWISS_ROLL_SCALE
+    if name not in TOY_SETS_2D:
+        raise ValueError(f"toy set must be one of {TOY_SETS_2D}, got {name!r}")
+    std, scale = _MIXTURES[name[: -len("gaussians")]]
+    return std / scale
 
 
 def stacked_mnist(

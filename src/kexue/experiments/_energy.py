@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kexue.data import gaussian_mixture_2d, swiss_roll_2d
+from kexue.data.synthetic import SWISS_ROLL_SCALE, toy_2d, toy_std
 from kexue.eval.modes import kl_to_uniform, mixture_modes
 from kexue.losses.gan import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from kexue.ops.mcmc import mala
@@ -30,7 +30,6 @@ from kexue.train.runtime import Runtime
 TOY_SETS = ("25gaussians", "8gaussians", "swissroll")
 TOY_TITLES = {"25gaussians": "25 Gaussians", "8gaussians": "8 Gaussians", "swissroll": "Swiss roll"}
 ROLL_SEGMENTS = 20  # the Swiss roll's "modes": equal-length pieces of its parameter t in [1.5 pi, 4.5 pi]
-ROLL_NOISE, ROLL_SCALE = 0.25, 7.5
 
 
 @dataclass
@@ -54,17 +53,15 @@ class ToySet:
 
 
 def toy_set(name: str, n: int, seed: int) -> ToySet:
-    if name == "25gaussians" or name == "8gaussians":
-        kind = "25" if name == "25gaussians" else "8"
-        points, _, centres = gaussian_mixture_2d(n, kind, seed=seed)
-        std = {"25": 0.05 / 2.828, "8": 0.02 / 1.414}[kind]
-        return ToySet(name, torch.from_numpy(points), torch.from_numpy(centres), std, len(centres))
-    if name == "swissroll":
-        points, _ = swiss_roll_2d(n, noise=ROLL_NOISE, scale=ROLL_SCALE, seed=seed)
-        t = torch.linspace(1.5 * math.pi, 4.5 * math.pi, 4000, dtype=torch.float64)
-        curve = (t[:, None] * torch.stack([t.cos(), t.sin()], 1) / ROLL_SCALE).float()
-        return ToySet(name, torch.from_numpy(points), curve, ROLL_NOISE / ROLL_SCALE, ROLL_SEGMENTS)
-    raise ValueError(f"toy set must be one of {TOY_SETS}, got {name!r}")
+    """The toy set ``name`` (:func:`kexue.data.synthetic.toy_2d`) with what its samples are scored against."""
+    if name not in TOY_SETS:
+        raise ValueError(f"toy set must be one of {TOY_SETS}, got {name!r}")
+    points, centres = toy_2d(name, n, seed=seed)
+    if centres is not None:
+        return ToySet(name, torch.from_numpy(points), torch.from_numpy(centres), toy_std(name), len(centres))
+    t = torch.linspace(1.5 * math.pi, 4.5 * math.pi, 4000, dtype=torch.float64)
+    curve = (t[:, None] * torch.stack([t.cos(), t.sin()], 1) / SWISS_ROLL_SCALE).float()
+    return ToySet(name, torch.from_numpy(points), curve, toy_std(name), ROLL_SEGMENTS)
 
 
 def toy_metrics(toy: ToySet, samples: torch.Tensor) -> dict[str, float]:

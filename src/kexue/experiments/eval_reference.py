@@ -131,7 +131,7 @@ def _image_section(cfg: Config, run: Run, data: str, values: dict) -> dict[str, 
 
 def _modes_section(cfg: Config, run: Run, values: dict) -> tuple[dict, dict]:
     from kexue.data.images import load_mnist
-    from kexue.data.synthetic import gaussian_mixture_2d, stacked_mnist
+    from kexue.data.synthetic import gaussian_mixture_2d, stacked_mnist, toy_std
 
     rows = []
     test, test_y = load_mnist("test")
@@ -157,7 +157,7 @@ def _modes_section(cfg: Config, run: Run, values: dict) -> tuple[dict, dict]:
     mixtures = {}
     for kind in ("8", "25"):
         points, _, centres = gaussian_mixture_2d(cfg.mixture_samples, kind=kind, seed=cfg.seed)
-        std = {"8": 0.02 / 1.414, "25": 0.05 / 2.828}[kind]
+        std = toy_std(f"{kind}gaussians")
         rng = np.random.default_rng(cfg.seed)
         gauss = rng.normal(points.mean(0), points.std(0), size=points.shape)  # one moment-matched Gaussian
         few, _, _ = gaussian_mixture_2d(cfg.mixture_samples, kind=kind, seed=cfg.seed + 1)

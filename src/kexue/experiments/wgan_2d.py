@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from kexue._progress import progress
-from kexue.data.synthetic import gaussian_mixture_2d, swiss_roll_2d
+from kexue.data.synthetic import TOY_SETS_2D, toy_2d, toy_std
 from kexue.eval.modes import mixture_modes
 from kexue.eval.plots import subplots
 from kexue.experiments.config import ExperimentConfig, param
@@ -64,12 +64,11 @@ from kexue.ops.ot import wasserstein
 from kexue.train.gan import GANStep
 from kexue.train.runtime import Runtime
 
-DATASETS = ("8gaussians", "25gaussians", "swissroll")
+DATASETS = TOY_SETS_2D  # their order seeds the (data set, variant) pairs
 VARIANTS = ("clip", "gp", "gp-one-sided", "div", "sn")
 LABELS = {"clip": "weight clipping", "gp": "gradient penalty", "gp-one-sided": "one-sided GP",
           "div": "WGAN-div", "sn": "spectral norm"}
-# The components' standard deviation after the conventional division (kexue.data.synthetic): std / scale.
-MIXTURE_STD = {"8gaussians": 0.02 / 1.414, "25gaussians": 0.05 / 2.828}
+MIXTURE_STD = {d: toy_std(d) for d in DATASETS if d != "swissroll"}  # a component's std, divided
 FINAL_W1_POINTS = 1000  # exact OT on 1000 x 1000 points takes a fraction of a second
 GRID = 121  # critic contours: GRID x GRID points
 
@@ -123,11 +122,8 @@ class Config(ExperimentConfig):
 
 def _data(name: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``n`` points of data set ``name`` ``[n, 2]`` and the mixture's centres ``[K, 2]`` (None for the roll)."""
-    if name == "swissroll":
-        points, _ = swiss_roll_2d(n, seed=seed)
-        return torch.from_numpy(points), None
-    points, _, centres = gaussian_mixture_2d(n, kind=name[: -len("gaussians")], seed=seed)
-    return torch.from_numpy(points), torch.from_numpy(centres)
+    points, centres = toy_2d(name, n, seed=seed)
+    return torch.from_numpy(points), None if centres is None else torch.from_numpy(centres)
 
 
 # --------------------------------------------------------------------------------------------------------------
