@@ -193,8 +193,7 @@ def sample_figures(model: NVAE, run: Any, cfg: Any, *, binary: bool, name: str) 
 @torch.no_grad()
 def reconstruction_figure(model: NVAE, run: Any, test: torch.Tensor, *, binary: bool, name: str) -> None:
     x = test[:16]
-    gen = torch.Generator(device=run.device).manual_seed(0)
-    out = model._top_down(model.encoder_features(x), len(x), mode="mean", generator=gen)  # posterior means
+    out = model.reconstruct(x)
     rec = _image(model.likelihood(out.params), binary)
     fig, axes = subplots(1, 2, width=3.2, height=3.4)
     for ax, images, title in ((axes[0][0], x, "test images"), (axes[0][1], rec, "reconstructions")):

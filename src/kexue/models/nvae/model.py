@@ -196,7 +196,6 @@ class NVAE(nn.Module):
         self.groups_per_scale = c.groups  # finest scale first
         self.num_groups = sum(self.groups_per_scale)
         side = (c.image_size + 2 * c.padding) // c.downsampling
-        top_mult = 2 ** (c.num_preprocess_blocks + c.num_latent_scales - 1)
         self.top_shape = (c.latent_channels, side, side)
 
         self.stem = Conv2d(c.image_channels, c.enc_channels, 3, padding=1)
@@ -205,7 +204,8 @@ class NVAE(nn.Module):
         self.enc0 = nn.Sequential(nn.ELU(), Conv2d(c.enc_channels * mult, c.enc_channels * mult, 1), nn.ELU())
         (self.posterior_heads, self.prior_heads, self.enc_combiners,
          self.dec_combiners, self.flows) = self._init_samplers()
-        self.h = nn.Parameter(torch.rand(1, c.dec_channels * top_mult, side, side))  # the decoder's constant input
+        # the decoder's constant input, at the coarsest scale (channels double at each halving)
+        self.h = nn.Parameter(torch.rand(1, c.dec_channels * c.downsampling, side, side))
         self.dec_tower, self.up_cells, mult = self._init_decoder_tower()
         self.post_process, mult = self._init_post_process(mult)
         out = (c.image_channels if c.likelihood == "bernoulli"
@@ -246,7 +246,7 @@ class NVAE(nn.Module):
         prior is N(0, I)), encoder combiner (not for group 0), decoder combiner, flow."""
         c = self.config
         posterior, prior, enc_comb, dec_comb, flows = (nn.ModuleList() for _ in range(5))
-        mult = 2 ** (c.num_preprocess_blocks + c.num_latent_scales - 1)
+        mult = c.downsampling  # channels double at each halving: the coarsest scale's multiplier
         for s in range(c.num_latent_scales):
             groups = self.groups_per_scale[c.num_latent_scales - 1 - s]
             ce, cd = c.enc_channels * mult, c.dec_channels * mult
@@ -263,7 +263,7 @@ class NVAE(nn.Module):
     def _init_decoder_tower(self) -> tuple[nn.ModuleList, nn.ModuleList, int]:
         """Per scale (coarsest first), one ``nn.Sequential`` of cells per group (empty for group 0); up cells."""
         c = self.config
-        mult = 2 ** (c.num_preprocess_blocks + c.num_latent_scales - 1)
+        mult = c.downsampling  # channels double at each halving: the coarsest scale's multiplier
         tower, ups = nn.ModuleList(), nn.ModuleList()
         for s in range(c.num_latent_scales):
             groups = self.groups_per_scale[c.num_latent_scales - 1 - s]
@@ -403,6 +403,15 @@ class NVAE(nn.Module):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         return self._top_down(None, num_samples, temperature, generator=generator).params
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> NVAEOutput:
+        """Encode ``x`` ``[B, C, H, W]`` and decode with every group at its posterior mean (deterministic).
+
+        Returns:
+            :class:`NVAEOutput`; ``likelihood(out.params)`` is the distribution of the reconstructions.
+        """
+        return self._top_down(self.encoder_features(x), x.shape[0], mode="mean")
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, sample: bool = False,
