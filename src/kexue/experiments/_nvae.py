@@ -9,7 +9,7 @@ and without BN re-estimation, reconstructions, per-group KL, training curve).
 import copy
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from kexue._progress import progress
 from kexue.errors import ConfigError
 from kexue.eval.likelihood import importance_weighted_nll
 from kexue.eval.plots import image_grid, subplots
+from kexue.experiments.config import ExperimentConfig, check_subset_holds_a_batch, param
 from kexue.losses.vae import adamax, group_kl, warmup_cosine_schedule
 from kexue.models.nvae import NVAE, NVAEConfig
 from kexue.train import distributed
@@ -25,12 +26,68 @@ from kexue.train.data import epoch_order
 from kexue.train.runtime import Runtime
 from kexue.train.vae import NVAEStep
 
-# --- model ---------------------------------------------------------------------------------------------------------
+# --- config and model ------------------------------------------------------------------------------------------------
 
 
-def model_config(cfg: Any, *, image_channels: int, image_size: int, likelihood: str, num_bits: int = 8,
+@dataclass
+class Config(ExperimentConfig):
+    """The fields every NVAE recipe shares (defaults: the official MNIST model and schedule); a recipe subclasses it
+    and overrides defaults. :func:`model_config` reads the model fields, :func:`train` the training ones and the
+    evaluation and figure helpers the rest."""
+
+    # --- model (defaults: the official MNIST model) ---
+    channels: int = param(32, "encoder/decoder channels at the stem (doubled at each halving)", min=2)
+    padding: int = param(2, "zero pixels added on each side (MNIST: 2, 28 -> 32)", min=0, max=16)
+    preprocess_blocks: int = param(2, "pre-/post-processing blocks (each halves / doubles the resolution)", min=0)
+    preprocess_cells: int = param(3, "cells per pre-processing block", min=1)
+    postprocess_cells: int = param(3, "cells per post-processing block", min=1)
+    latent_scales: int = param(2, "resolutions carrying latent groups", min=1, max=5)
+    groups_per_scale: int = param(10, "latent groups at the finest latent scale", min=1)
+    adaptive_groups: bool = param(True, "halve the group count at each coarser scale")
+    latent_channels: int = param(20, "channels per latent group", min=1)
+    cells_per_group: int = param(2, "encoder and decoder cells per group", min=0)
+    flows: int = param(0, "paired IAF cells per group", min=0)
+    checkpointing: bool = param(False, "gradient checkpointing at the BN-Swish layers")
+    amp: str = param("none", "mixed precision", choices=("none", "bf16", "fp16"))
+    # --- training ---
+    epochs: float = param(400.0, "training epochs", min=0.001)
+    batch_size: int = param(200, "images per step and process", min=1)
+    lr: float = param(1e-2, "Adamax learning rate after warm-up", min=1e-6, max=1.0)
+    lr_min: float = param(1e-4, "learning rate at the end of the cosine decay", min=0.0, max=1.0)
+    warmup_epochs: float = param(5.0, "linear learning-rate warm-up", min=0.0)
+    weight_decay: float = param(3e-4, "Adamax weight decay", min=0.0)
+    kl_anneal_portion: float = param(0.3, "fraction of training over which β rises to 1", min=0.001, max=1.0)
+    kl_balance: bool = param(True, "balance the groups' KL during the warm-up")
+    spectral_coeff: float = param(1e-2, "λ of the spectral and BN regularisers (0: off)", min=0.0)
+    spectral_coeff_init: float = param(0.0, "anneal λ from this value with the warm-up (0: constant λ)", min=0.0)
+    train_subset: int = param(0, "use only this many training images (0 = all)", min=0)
+    checkpoint_every: int = param(0, "steps between checkpoints (0 = a tenth of the run)", min=0)
+    log_every: int = param(50, "steps between logged training averages", min=1)
+    # --- evaluation ---
+    iw_samples: int = param(1000, "importance samples per test image", min=1)
+    iw_test_images: int = param(10000, "test images for the IW bound (capped at the test set)", min=1)
+    elbo_test_images: int = param(10000, "test images for the ELBO and the per-group KL (capped at the test set)",
+                                  min=1)
+    iw_batch: int = param(10, "test images per IW batch (each decodes 100 samples at a time; 1 is fastest on CPU)",
+                          min=1)
+    temperatures: tuple[float, ...] = param((0.6, 0.7, 0.8, 0.9, 1.0), "sampling temperatures", min=0.0, max=2.0)
+    num_samples: int = param(36, "samples per temperature in the figure", min=1, max=256)
+    bn_batches: int = param(500, "prior batches for BN re-estimation", min=1)
+    bn_batch_size: int = param(16, "prior samples per BN re-estimation batch", min=2)
+
+    def check(self) -> None:
+        check_subset_holds_a_batch(self, "train_subset", "batch_size")
+
+
+def model_config(cfg: Config, *, image_channels: int, image_size: int, likelihood: str, num_bits: int = 8,
                  num_mix: int = 10) -> NVAEConfig:
-    """The :class:`NVAEConfig` of an experiment config with the usual field names."""
+    """The :class:`NVAEConfig` of a recipe's config: its model fields, the data's shape and the likelihood.
+
+    The mapping, field by field: ``channels`` -> both towers' widths; ``preprocess_blocks`` -> the pre- and the
+    post-processing blocks; ``preprocess_cells`` / ``postprocess_cells``; ``latent_scales``, ``groups_per_scale``,
+    ``adaptive_groups`` (at least one group per scale), ``latent_channels``; ``cells_per_group`` -> encoder and
+    decoder cells per group; ``flows``; ``checkpointing``; ``padding``. Squeeze-excitation is always on.
+    """
     return NVAEConfig(
         image_channels=image_channels, image_size=image_size, padding=cfg.padding, likelihood=likelihood,
         num_mix=num_mix, num_bits=num_bits, enc_channels=cfg.channels, dec_channels=cfg.channels,
@@ -46,7 +103,7 @@ def model_config(cfg: Any, *, image_channels: int, image_size: int, likelihood: 
 # --- training --------------------------------------------------------------------------------------------------------
 
 
-def train(model: NVAE, cfg: Any, run: Any, images: torch.Tensor, *, binarize: bool, desc: str) -> dict:
+def train(model: NVAE, cfg: Config, run: Any, images: torch.Tensor, *, binarize: bool, desc: str) -> dict:
     """Train ``model`` on ``images`` ``[N, C, H, W]`` (floats in [0, 1], on ``run.device``) with NVAE's recipe.
 
     Adamax with linear warm-up and cosine decay, KL warm-up and balancing, spectral + BN regularisation, all through
@@ -161,7 +218,7 @@ def _image(dist_, binary: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_figures(model: NVAE, run: Any, cfg: Any, *, binary: bool, name: str) -> None:
+def sample_figures(model: NVAE, run: Any, cfg: Config, *, binary: bool, name: str) -> None:
     """Samples at each temperature in ``cfg.temperatures``, with the training BN statistics and with statistics
     re-estimated at that temperature (on a copy of the model); the same prior noise for both rows."""
     temps = list(cfg.temperatures)

@@ -16,7 +16,7 @@ import torch
 from kexue.data import load_emoji, load_fashion_mnist
 from kexue.eval.likelihood import bits_per_dim
 from kexue.experiments import _nvae
-from kexue.experiments.config import ExperimentConfig, check_subset_holds_a_batch, param
+from kexue.experiments.config import param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
 from kexue.models.nvae import NVAE, count_parameters, latent_dims, quantize
@@ -25,7 +25,7 @@ PAPER_CIFAR_BPD = 2.91  # NVAE with flows on CIFAR-10 (a different data set: con
 
 
 @dataclass
-class Config(ExperimentConfig):
+class Config(_nvae.Config):
     dataset: str = param("emoji", "fashion-mnist (28x28 grey) or emoji (32x32 RGB)", choices=("fashion-mnist",
                                                                                             "emoji"))
     num_bits: int = param(8, "pixel depth (NVAE: 5 for the 256-px sets)", min=1, max=8)
@@ -39,37 +39,9 @@ class Config(ExperimentConfig):
     latent_scales: int = param(1, "resolutions carrying latent groups", min=1, max=5)
     groups_per_scale: int = param(15, "latent groups at the finest latent scale", min=1)
     adaptive_groups: bool = param(False, "halve the group count at each coarser scale")
-    latent_channels: int = param(20, "channels per latent group", min=1)
-    cells_per_group: int = param(2, "encoder and decoder cells per group", min=0)
     flows: int = param(1, "paired IAF cells per group (the paper uses flows on colour sets)", min=0)
-    checkpointing: bool = param(False, "gradient checkpointing at the BN-Swish layers")
-    amp: str = param("none", "mixed precision", choices=("none", "bf16", "fp16"))
     # --- training ---
-    epochs: float = param(400.0, "training epochs", min=0.001)
     batch_size: int = param(32, "images per step and process", min=1)
-    lr: float = param(1e-2, "Adamax learning rate after warm-up", min=1e-6, max=1.0)
-    lr_min: float = param(1e-4, "learning rate at the end of the cosine decay", min=0.0, max=1.0)
-    warmup_epochs: float = param(5.0, "linear learning-rate warm-up", min=0.0)
-    weight_decay: float = param(3e-4, "Adamax weight decay", min=0.0)
-    kl_anneal_portion: float = param(0.3, "fraction of training over which β rises to 1", min=0.001, max=1.0)
-    kl_balance: bool = param(True, "balance the groups' KL during the warm-up")
-    spectral_coeff: float = param(1e-2, "λ of the spectral and BN regularisers (0: off)", min=0.0)
-    spectral_coeff_init: float = param(0.0, "anneal λ from this value with the warm-up (0: constant λ)", min=0.0)
-    train_subset: int = param(0, "use only this many training images (0 = all)", min=0)
-    checkpoint_every: int = param(0, "steps between checkpoints (0 = a tenth of the run)", min=0)
-    log_every: int = param(50, "steps between logged training averages", min=1)
-    # --- evaluation ---
-    iw_samples: int = param(1000, "importance samples per test image", min=1)
-    iw_test_images: int = param(10000, "test images for the IW bound (capped at the test set)", min=1)
-    elbo_test_images: int = param(10000, "test images for the ELBO (capped at the test set)", min=1)
-    iw_batch: int = param(10, "test images per IW batch (each decodes 100 samples at a time)", min=1)
-    temperatures: tuple[float, ...] = param((0.6, 0.7, 0.8, 0.9, 1.0), "sampling temperatures", min=0.0, max=2.0)
-    num_samples: int = param(36, "samples per temperature in the figure", min=1, max=256)
-    bn_batches: int = param(500, "prior batches for BN re-estimation", min=1)
-    bn_batch_size: int = param(16, "prior samples per BN re-estimation batch", min=2)
-
-    def check(self) -> None:
-        check_subset_holds_a_batch(self, "train_subset", "batch_size")
 
 
 def load(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

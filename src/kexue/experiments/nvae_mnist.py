@@ -21,7 +21,7 @@ import torch
 
 from kexue.data import load_mnist
 from kexue.experiments import _nvae
-from kexue.experiments.config import ExperimentConfig, check_subset_holds_a_batch, param
+from kexue.experiments.config import param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
 from kexue.models.nvae import NVAE, count_parameters, latent_dims
@@ -30,49 +30,10 @@ PAPER_NLL = 78.01  # nats, NVAE without flows, Table 1
 
 
 @dataclass
-class Config(ExperimentConfig):
-    # --- model (defaults: the official MNIST model) ---
-    channels: int = param(32, "encoder/decoder channels at the stem (doubled at each halving)", min=2)
-    padding: int = param(2, "zero pixels added on each side (28 -> 32)", min=0, max=16)
-    preprocess_blocks: int = param(2, "pre-/post-processing blocks (each halves / doubles the resolution)", min=0)
-    preprocess_cells: int = param(3, "cells per pre-processing block", min=1)
-    postprocess_cells: int = param(3, "cells per post-processing block", min=1)
-    latent_scales: int = param(2, "resolutions carrying latent groups", min=1, max=5)
-    groups_per_scale: int = param(10, "latent groups at the finest latent scale", min=1)
-    adaptive_groups: bool = param(True, "halve the group count at each coarser scale")
-    latent_channels: int = param(20, "channels per latent group", min=1)
-    cells_per_group: int = param(2, "encoder and decoder cells per group", min=0)
-    flows: int = param(0, "paired IAF cells per group (the paper: none for MNIST)", min=0)
-    checkpointing: bool = param(False, "gradient checkpointing at the BN-Swish layers")
-    amp: str = param("none", "mixed precision", choices=("none", "bf16", "fp16"))
-    # --- training ---
-    epochs: float = param(400.0, "training epochs", min=0.001)
-    batch_size: int = param(200, "images per step and process", min=1)
-    lr: float = param(1e-2, "Adamax learning rate after warm-up", min=1e-6, max=1.0)
-    lr_min: float = param(1e-4, "learning rate at the end of the cosine decay", min=0.0, max=1.0)
-    warmup_epochs: float = param(5.0, "linear learning-rate warm-up", min=0.0)
-    weight_decay: float = param(3e-4, "Adamax weight decay", min=0.0)
-    kl_anneal_portion: float = param(0.3, "fraction of training over which β rises to 1", min=0.001, max=1.0)
-    kl_balance: bool = param(True, "balance the groups' KL during the warm-up")
-    spectral_coeff: float = param(1e-2, "λ of the spectral and BN regularisers (0: off)", min=0.0)
-    spectral_coeff_init: float = param(0.0, "anneal λ from this value with the warm-up (0: constant λ)", min=0.0)
-    train_subset: int = param(0, "use only this many training images (0 = all 60,000)", min=0)
-    checkpoint_every: int = param(0, "steps between checkpoints (0 = a tenth of the run)", min=0)
-    log_every: int = param(50, "steps between logged training averages", min=1)
-    # --- evaluation ---
-    iw_samples: int = param(1000, "importance samples per test image", min=1)
+class Config(_nvae.Config):  # the shared NVAE fields; their defaults are this recipe's (the official MNIST model)
     iw_test_images: int = param(10000, "test images for the IW bound", min=1, max=10000)
     elbo_test_images: int = param(10000, "test images for the ELBO and the per-group KL", min=1, max=10000)
-    iw_batch: int = param(10, "test images per IW batch (each decodes 100 samples at a time; 1 is fastest on CPU)",
-                          min=1)
     nll_bar: float = param(82.0, "bar for the test NLL (nats)", min=0.0)
-    temperatures: tuple[float, ...] = param((0.6, 0.7, 0.8, 0.9, 1.0), "sampling temperatures", min=0.0, max=2.0)
-    num_samples: int = param(36, "samples per temperature in the figure", min=1, max=256)
-    bn_batches: int = param(500, "prior batches for BN re-estimation", min=1)
-    bn_batch_size: int = param(16, "prior samples per BN re-estimation batch", min=2)
-
-    def check(self) -> None:
-        check_subset_holds_a_batch(self, "train_subset", "batch_size")
 
 
 def mnist(split: str, subset: int, device: torch.device, seed: int | None = None) -> torch.Tensor:
