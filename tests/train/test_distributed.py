@@ -5,10 +5,6 @@ rank 1 only makes both ranks skip), and only rank 0 writes checkpoints.
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 
 import torch
@@ -58,30 +54,13 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _run(cmd: list[str], tmp_path) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    # a new session, so that a hang kills torchrun's workers too, not only torchrun
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, out[-5000:]
-    return out
-
-
-def test_two_process_gloo_ddp_matches_one_process(tmp_path):
+def test_two_process_gloo_ddp_matches_one_process(tmp_path, launcher):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    _run([sys.executable, str(script), str(tmp_path / "one")], tmp_path)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(script), str(tmp_path / "two")], tmp_path)
+    launcher.run(script, tmp_path / "one")
+    launcher.run(script, tmp_path / "two", nproc=2)
     one, _ = load_tensors(tmp_path / "one" / "final-1.safetensors")
     two, _ = load_tensors(tmp_path / "two" / "final-2.safetensors")
     assert one.keys() == two.keys()
@@ -93,9 +72,8 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path / "two" / "ckpt")] == [0, 3, 6]
 
 
-def test_under_torchrun_only_rank_0_prints_the_run_s_lines(tmp_path):
-    out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                "kexue.cli", "--quiet", "run", "init-geometry", "--set", "pairs=300", "dims=3", "--out",
-                str(tmp_path / "runs")], tmp_path)
+def test_under_torchrun_only_rank_0_prints_the_run_s_lines(tmp_path, launcher):
+    out = launcher.run("-m", "kexue.cli", "--quiet", "run", "init-geometry", "--set", "pairs=300", "dims=3", "--out",
+                       tmp_path / "runs", nproc=2)
     assert out.count("init-geometry: done in") == 1 and out.count("report: ") == 1, out[-3000:]
     assert len(list((tmp_path / "runs").iterdir())) == 1

@@ -2,10 +2,7 @@
 profile, fast solver vs dense reference, snapshots on disk written by rank 0 only, state round trip."""
 
 import math
-import os
 import runpy
-import signal
-import subprocess
 import sys
 import textwrap
 
@@ -291,30 +288,20 @@ TORCHRUN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_under_torchrun_only_rank0_writes_snapshots(tmp_path):
+def test_under_torchrun_only_rank0_writes_snapshots(tmp_path, launcher):
     """Two gloo ranks (torchrun) against one process with the same global batch: rank 0 writes the same snapshots
     (plain module keys), rank 1 writes nothing."""
     script = tmp_path / "train.py"
     script.write_text(TORCHRUN_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    # a new session, so that a hang kills torchrun's workers too
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script), str(tmp_path / "two")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = launcher.start(script, tmp_path / "two", nproc=2)
     threads, argv = torch.get_num_threads(), sys.argv
     try:
         sys.argv = [str(script), str(tmp_path / "one")]
         runpy.run_path(str(script), run_name="__main__")  # the one-process reference, here, meanwhile
-        log = proc.communicate(timeout=120)[0]
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
     finally:
         torch.set_num_threads(threads)
         sys.argv = argv
-    assert proc.returncode == 0, log[-3000:]
+    launcher.finish(proc, timeout=120)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["rank0"]
     one, two = load_snapshots(tmp_path / "one" / "rank0"), load_snapshots(tmp_path / "two" / "rank0")
     assert [(s.step, s.gamma) for s in one] == [(s.step, s.gamma) for s in two] and len(one) == 4
