@@ -17,10 +17,10 @@ from torch import nn
 
 from kexue.data.synthetic import SWISS_ROLL_SCALE, toy_2d, toy_std
 from kexue.eval.modes import kl_to_uniform, mixture_modes
-from kexue.losses.gan import gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from kexue.losses.gan import gradient_penalty
 from kexue.ops.mcmc import mala
 from kexue.train.energy import meg_step
-from kexue.train.gan import GANStep
+from kexue.train.gan import GANStep, wgan_step
 from kexue.train.runtime import Runtime
 
 # --------------------------------------------------------------------------------------------------------------
@@ -131,17 +131,15 @@ def wgan_gp_step(generator: nn.Module, critic: nn.Module, *, sample_real: Callab
     """WGAN-GP (Gulrajani et al. 2017) with per-sample interpolates and per-sample norms: the baseline, trained
     like MEG (same networks, optimiser, critic steps). Its critic f is high on real data, so U = -f."""
 
-    def critic_loss(real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor):
-        w = -wgan_critic_loss(critic(real), critic(fake))
+    def penalty(real: torch.Tensor, fake: torch.Tensor):
         gp = gradient_penalty(critic, real, fake)
-        return -w + gp_weight * gp, {"w_estimate": w.detach(), "gp": gp.detach()}
+        return gp_weight * gp, {"gp": gp.detach()}
 
     g_opt = torch.optim.Adam(generator.parameters(), lr=lr if g_lr is None else g_lr,
                              betas=betas if g_betas is None else g_betas)
     d_opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=betas)
-    return GANStep(generator=generator, critic=critic, g_optimizer=g_opt, d_optimizer=d_opt, critic_loss=critic_loss,
-                   generator_loss=lambda fake, z: (wgan_generator_loss(critic(fake)), {}), sample_real=sample_real,
-                   sample_z=sample_z, n_critic=n_critic)
+    return wgan_step(generator, critic, g_opt, d_opt, sample_real=sample_real, sample_z=sample_z, penalty=penalty,
+                     n_critic=n_critic)
 
 
 def build_step(method: str, generator: nn.Module, critic: nn.Module, mi_net: nn.Module | None, *,

@@ -57,11 +57,10 @@ from kexue.losses.gan import (
     interpolate,
     spectral_normalize,
     wgan_critic_loss,
-    wgan_generator_loss,
 )
 from kexue.models.gan import MLPCritic, MLPGenerator
 from kexue.ops.ot import wasserstein
-from kexue.train.gan import GANStep
+from kexue.train.gan import GANStep, wgan_step
 from kexue.train.runtime import Runtime
 
 DATASETS = TOY_SETS_2D  # their order seeds the (data set, variant) pairs
@@ -238,17 +237,16 @@ def _build(cfg: Config, variant: str, real: torch.Tensor, device: torch.device) 
         D = spectral_normalize(D)
     D = D.to(device)
 
-    def critic_loss(x_real, x_fake, z):
-        estimate = -wgan_critic_loss(D(x_real), D(x_fake))  # E_p f - E_q f on this batch
+    def penalty(x_real, x_fake):
         if variant == "gp":
-            penalty = cfg.gp_weight * gradient_penalty(D, x_real, x_fake)
+            value = cfg.gp_weight * gradient_penalty(D, x_real, x_fake)
         elif variant == "gp-one-sided":
-            penalty = cfg.gp_weight * gradient_penalty(D, x_real, x_fake, one_sided=True)
+            value = cfg.gp_weight * gradient_penalty(D, x_real, x_fake, one_sided=True)
         elif variant == "div":  # r = the even mixture of real and generated points (post 6139 allows any such r)
-            penalty = gradient_power_penalty(D, torch.cat([x_real, x_fake]), k=cfg.div_k, p=cfg.div_p)
+            value = gradient_power_penalty(D, torch.cat([x_real, x_fake]), k=cfg.div_k, p=cfg.div_p)
         else:  # clip and sn constrain the weights, not the loss
-            penalty = torch.zeros((), device=device)
-        return -estimate + penalty, {"train_estimate": estimate, "penalty": penalty}
+            value = torch.zeros((), device=device)
+        return value, {"penalty": value}
 
     if variant == "clip":
         opt_g = torch.optim.RMSprop(G.parameters(), lr=cfg.clip_lr)
@@ -257,9 +255,8 @@ def _build(cfg: Config, variant: str, real: torch.Tensor, device: torch.device) 
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.critic_lr, betas=(0.5, 0.9))
     real = real.to(device)
-    return GANStep(
-        generator=G, critic=D, g_optimizer=opt_g, d_optimizer=opt_d, critic_loss=critic_loss,
-        generator_loss=lambda x_fake, z: (wgan_generator_loss(D(x_fake)), {}),
+    return wgan_step(
+        G, D, opt_g, opt_d, penalty=penalty, estimate_name="train_estimate",
         # The global RNG draws batches and z; the runtime checkpoints it, so a resumed run draws the same ones.
         sample_real=lambda: real[torch.randint(len(real), (cfg.batch_size,), device=device)],
         sample_z=lambda n: torch.randn(n, cfg.z_dim, device=device),

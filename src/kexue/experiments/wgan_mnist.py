@@ -53,10 +53,10 @@ from kexue.eval.plots import image_grid, subplots
 from kexue.experiments.config import ExperimentConfig, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
-from kexue.losses.gan import gradient_penalty, spectral_normalize, wgan_critic_loss, wgan_generator_loss
+from kexue.losses.gan import gradient_penalty, spectral_normalize
 from kexue.models.gan import ConvCritic, ConvGenerator
 from kexue.train.ema import EMA
-from kexue.train.gan import GANStep
+from kexue.train.gan import GANStep, wgan_step
 from kexue.train.runtime import Runtime
 
 VARIANTS = ("gp", "sn")
@@ -115,18 +115,14 @@ def _build(cfg: Config, variant: str, data: torch.Tensor, device: torch.device) 
         D = spectral_normalize(D)
     D = D.to(device)
 
-    def critic_loss(real, fake, z):
-        estimate = -wgan_critic_loss(D(real), D(fake))  # E_p f - E_q f: the critic's W1 estimate
-        penalty = cfg.gp_weight * gradient_penalty(D, real, fake) if variant == "gp" else torch.zeros((),
-                                                                                                     device=device)
-        return -estimate + penalty, {"w1_estimate": estimate, "penalty": penalty}
+    def penalty(real, fake):
+        value = cfg.gp_weight * gradient_penalty(D, real, fake) if variant == "gp" else torch.zeros((), device=device)
+        return value, {"penalty": value}
 
     betas = (cfg.beta1, 0.9)
-    return GANStep(
-        generator=G, critic=D,
-        g_optimizer=torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas),
-        d_optimizer=torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas),
-        critic_loss=critic_loss, generator_loss=lambda fake, z: (wgan_generator_loss(D(fake)), {}),
+    return wgan_step(
+        G, D, torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas),
+        torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas), penalty=penalty, estimate_name="w1_estimate",
         # Batches and z from the global RNG, which the runtime checkpoints: a resumed run draws the same ones.
         sample_real=lambda: data[torch.randint(len(data), (cfg.batch_size,), device=device)],
         sample_z=lambda n: torch.randn(n, cfg.z_dim, device=device),

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from kexue.errors import KexueError
+from kexue.losses.gan import wgan_critic_loss, wgan_generator_loss
 from kexue.train.distributed import DistInfo, all_reduce_gradients
 from kexue.train.ema import EMA
 from kexue.train.runtime import Runtime
@@ -134,3 +135,34 @@ class GANStep:
             self.ema.update(self.generator)
         logs.update({k: _scalar(v) for k, v in {"generator_loss": loss, **extra}.items()})
         return logs
+
+
+# (real, fake) -> (the penalty added to the critic's loss, scalars to log)
+Penalty = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor | float]]]
+
+
+def wgan_step(generator: nn.Module, critic: nn.Module, g_optimizer: torch.optim.Optimizer | None,
+              d_optimizer: torch.optim.Optimizer, *, sample_real: Callable[[], torch.Tensor],
+              sample_z: Callable[[int], torch.Tensor], penalty: Penalty, estimate_name: str = "w_estimate",
+              n_critic: int = 5, after_critic_step: Callable[[], None] | None = None, ema: EMA | None = None,
+              dist: DistInfo | None = None) -> GANStep:
+    """A WGAN step (Arjovsky et al. 2017): the critic maximises E_p f − E_q f minus ``penalty`` (what keeps it about
+    1-Lipschitz: a gradient penalty, or zero where clipping or spectral norm constrain the weights), the generator
+    maximises E_q f. Its critic f is high on real data.
+
+    Args:
+        penalty: ``(real, fake) -> (penalty, scalars to log)``; the penalty is added to the critic's loss as is
+            (weight it inside).
+        estimate_name: the logged name of the batch's E_p f − E_q f (the critic's W1 estimate).
+        Others: as :class:`GANStep`.
+    """
+
+    def critic_loss(real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor):
+        estimate = -wgan_critic_loss(critic(real), critic(fake))  # E_p f − E_q f on this batch
+        value, logs = penalty(real, fake)
+        return -estimate + value, {estimate_name: estimate.detach(), **logs}
+
+    return GANStep(generator=generator, critic=critic, g_optimizer=g_optimizer, d_optimizer=d_optimizer,
+                   critic_loss=critic_loss, generator_loss=lambda fake, z: (wgan_generator_loss(critic(fake)), {}),
+                   sample_real=sample_real, sample_z=sample_z, n_critic=n_critic, after_critic_step=after_critic_step,
+                   ema=ema, dist=dist)
