@@ -363,14 +363,15 @@ class Runtime:
             while self.step < total:
                 step = Step(self, self.step, total, log_every)
                 yield step
+                undone = self._undone  # end_step clears it
                 row: dict[str, Any] = {}
                 if step.logging:
                     row = {prefix + name: value for name, value in step.means.items()}
                     self.means = {}  # before end_step, which may checkpoint
-                if not self._undone:
+                if not undone:
                     row.update(step.fields)
                 self.end_step(**row)
-                if bar is not None:
+                if bar is not None and not undone:
                     bar.update(1)
                     shown = [(k, v) for k, v in row.items() if isinstance(v, float | int) and not isinstance(v, bool)]
                     if shown:
