@@ -28,7 +28,6 @@ exactly as in training. Evaluations skip pairs with unknown words and report the
 """
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from kexue._fs import write_atomic
 from kexue._progress import progress
 from kexue._resources import advise_huge_pages
 from kexue.errors import KexueError
@@ -373,13 +373,7 @@ class FlyVec:
                 "history": json.dumps(self.history)}
         tensors = {"synapses": self.synapses.detach().cpu().contiguous(),
                    "counts": torch.from_numpy(self.vocab.counts.copy())}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            save_file(tensors, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "FlyVec":
