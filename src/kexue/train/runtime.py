@@ -11,16 +11,16 @@ A trainer keeps its step readable and asks the runtime for the rest::
             opt.step(); ema.update(model)
         step.mean(loss=loss)                 # averaged over the 50 steps, logged on rank 0 at the 50th
 
-:meth:`Runtime.steps` is the one training loop: it owns the progress bar, the running means, the periodic log row,
-the periodic checkpoints (through :meth:`Runtime.end_step`, which a hand-written loop may still call itself).
+:meth:`Runtime.steps` is the one training loop: it owns the progress bar, the running means, the periodic log row
+and the periodic checkpoints (through :meth:`Runtime.end_step`, which a hand-written loop may still call itself).
 
 What it guarantees:
 
 - **Checkpoints** hold the model, EMAs, optimizers, schedulers, step, the running means of the current log
   interval, every RNG state (Python, NumPy, torch CPU and CUDA), the trainer's own ``extra`` state and the config;
-  they are written atomically (temp folder + rename,
-  :func:`kexue.train.checkpoint.save_checkpoint`), stored without pickle (safetensors and JSON), and only the
-  newest ``keep_last`` are kept. A checkpoint from a different config is refused with the keys that differ.
+  they are written atomically (temp folder + rename, :func:`kexue.train.checkpoint.save_checkpoint`), stored
+  without pickle (safetensors and JSON), and only the newest ``keep_last`` are kept. A checkpoint from a
+  different config is refused with the keys that differ.
 - **Resume** restores all of that, so a run killed and resumed logs the same numbers as one never interrupted.
 - **NaN guard**: a step whose loss or gradients are not finite is skipped (gradients zeroed) and counted; after
   ``max_bad_steps`` consecutive bad steps the runtime rolls back to the last good checkpoint and multiplies the
