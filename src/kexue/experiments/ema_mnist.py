@@ -82,6 +82,7 @@ def run(cfg: Config, run: Run) -> dict:
     model = make_cnn(cfg.width).to(run.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     emas = {d: EMA(model, d, bias_correction=cfg.bias_correction) for d in cfg.decays}
+    # named by decay, so each is checkpointed under ema.<decay>.*
     rt = Runtime(run, config=asdict(cfg), model=model, optimizer=opt, ema={f"{d}": ema for d, ema in emas.items()},
                  every=cfg.checkpoint_every or eval_every, keep_last=2)
     rt.resume()
