@@ -3,8 +3,8 @@
 Models of ≈25.1M fp32 parameters in 12, 200 and 2000 tensors (6×Linear(2048), 100×Linear(500), 1000×Linear(158)),
 decay 0.999. Methods, all in one process with interleaved rounds (spec ``benchmarks.md`` §1):
 
-- ``kexue EMA.update`` (on the CPU: small tensors cut into pieces dealt out to all threads, one parallel region per
-  large tensor; see ``kexue.train.ema``);
+- ``kexue EMA.update`` (on the CPU: one compiled parallel loop over every tensor of a dtype group, no per-tensor
+  dispatch; see ``kexue.train._lerp_kernel``);
 - ``kexue PostHocEMA.update``: two power-function profiles (sigma_rel 0.05 and 0.10, EDM2's), no snapshot taken;
   the cost of post-hoc EMA's tracking side;
 - ``torch._foreach_lerp_`` over prebuilt lists (what kexue's update was before the CPU plan);

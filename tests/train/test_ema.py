@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from kexue.errors import KexueError
+from kexue.train._lerp_kernel import PIECE
 from kexue.train.ema import EMA, _LerpPlan, canonical_name, decay_from_half_life, ema_update_reference
 
 
@@ -89,30 +90,37 @@ def test_fast_update_matches_reference_loop():
         torch.testing.assert_close(ema.shadow[k], ref[k], rtol=1e-6, atol=1e-6)
 
 
-def test_threaded_cpu_plan_is_bit_identical_to_foreach_and_follows_replaced_storage():
-    """Tensors cut into pieces under the grain size, tiny ones, a non-contiguous one: the plan, dealt out to 2
-    threads, gives exactly ``torch._foreach_lerp_``'s bits; after ``p.data = ...`` it averages the new storage."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_cpu_plan_matches_foreach_and_follows_replaced_storage(dtype):
+    """Tensors longer than one piece, tiny ones, a non-contiguous one: the compiled plan agrees with
+    ``torch._foreach_lerp_`` to one rounding (ATen fuses the multiply-add), copies exactly at w = 1, leaves the
+    shadow untouched at w = 0, and after ``p.data = ...`` averages the new storage."""
     gen = torch.Generator().manual_seed(11)
-    shapes = [(1100, 300), (300, 300), (7,), (200, 170), (3, 5), (40000,)]
-    lives = [torch.randn(s, generator=gen) for s in shapes]
-    lives[0] = lives[0].t().contiguous().t()  # a transposed view: cannot be cut into flat pieces
-    shadows = [torch.randn(s, generator=gen) for s in shapes]
+    shapes = [(1100, 300), (300, 300), (7,), (200, 170), (3, 5), (PIECE + 3,)]
+    lives = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    lives[0] = lives[0].t().contiguous().t()  # a transposed view: left to _foreach_lerp_
+    shadows = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
     expected = [t.clone() for t in shadows]
-    plan = _LerpPlan(shadows, lives, threads=2)
-    assert len(plan.big[0]) == 1 and len(plan.buckets) == 2
-    assert sum(len(b[0]) for b in plan.buckets) == 3 + 1 + 2 + 1 + 2  # 300x300, 200x170 and 40000 are cut
-    for weight in (0.001, 0.3, 1.0):
+    plan = _LerpPlan(shadows, lives)
+    assert len(plan.rest[0]) == 1 and len(plan.kernel.sizes) == 2 + 1 + 1 + 1 + 2  # 300x300 and the last: 2 pieces
+    for weight in (0.001, 0.3, 0.7):
         plan(weight)
         torch._foreach_lerp_(expected, lives, weight)
-        assert all(torch.equal(a, b) for a, b in zip(shadows, expected, strict=True))
-    one = _LerpPlan(shadows, lives, threads=1)  # one thread: nothing to deal out, one _foreach_lerp_
-    assert len(one.big[0]) == len(shapes) and not one.buckets
-    param = nn.Parameter(torch.zeros(300, 300))
-    shadow = torch.zeros(300, 300)
-    plan = _LerpPlan([shadow], [param], threads=2)
-    param.data = torch.ones(300, 300)  # new storage (what model.to() does)
+        assert torch.equal(shadows[0], expected[0])  # the view went through _foreach_lerp_ itself
+        for got, want in zip(shadows, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=4 * torch.finfo(dtype).eps, atol=4 * torch.finfo(dtype).eps)
+        expected = [t.clone() for t in shadows]  # compare the next step from the same start
+    before = [t.clone() for t in shadows]
+    plan(0.0)
+    assert all(torch.equal(a, b) for a, b in zip(shadows, before, strict=True))
+    plan(1.0)
+    assert all(torch.equal(a, b) for a, b in zip(shadows, lives, strict=True))
+    param = nn.Parameter(torch.zeros(300, 300, dtype=dtype))
+    shadow = torch.zeros(300, 300, dtype=dtype)
+    plan = _LerpPlan([shadow], [param])
+    param.data = torch.ones(300, 300, dtype=dtype)  # new storage (what model.to() does)
     plan(0.5)
-    assert torch.equal(shadow, torch.full((300, 300), 0.5))
+    assert torch.equal(shadow, torch.full((300, 300), 0.5, dtype=dtype))
 
 
 def test_schedules_half_life_warmup_and_delay():

@@ -23,18 +23,16 @@ What is notable here (spec ``training-tools.md`` §7, §12):
   neither are spectral-norm power-iteration vectors ``u``/``v`` (both spectral-norm APIs are recognised): an average
   of unit vectors is not a unit vector, and the power iteration they carry would restart from a wrong guess.
 - The update costs about what one ``lerp_`` over a flat buffer of the same bytes costs, whatever the number of
-  tensors: on the CPU, tensors are cut into pieces under ATen's grain size and dealt out to all threads, so no
-  per-tensor parallel region is opened (see ``_LerpPlan``); elsewhere one ``torch._foreach_lerp_`` per dtype group.
+  tensors: on the CPU one compiled call averages every tensor of a dtype group (see ``_LerpPlan``); elsewhere one
+  ``torch._foreach_lerp_`` per dtype group.
   :func:`ema_update_reference` is the plain per-tensor loop it is tested against.
 """
 
 import copy
 import fnmatch
 import math
-import os
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -170,85 +168,33 @@ def decay_from_half_life(half_life: float) -> float:
 
 
 # --- the update kernel -----------------------------------------------------------------------------------------------
-#
-# On the CPU ``torch._foreach_lerp_`` is a loop of ``lerp_`` calls. Below ATen's grain size (32768 elements) each call
-# runs on one thread, so a model of many small tensors is averaged at one core's bandwidth; above it each call opens an
-# OpenMP region, whose fork/join is paid per tensor, and on a busy machine every region waits for its slowest,
-# possibly descheduled, thread (measured: 6 regions of 4M elements took 3.8x one region over the same bytes). The
-# plan below cuts every contiguous tensor into pieces under the grain size and deals them out to
-# ``torch.get_num_threads()`` Python threads (the ``_foreach`` binding releases the GIL): no region is ever opened,
-# all cores share the work, and the threads meet once per update. A piece costs ~0.5 us of dispatch against ~8 us of
-# memory traffic.
-
-_SERIAL_MAX = 32767  # elementwise ops on fewer than ATen's GRAIN_SIZE (32768) elements never open a parallel region
-_MIN_SPLIT = 1 << 16  # below this many elements of small tensors, one thread finishes before another would start
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), made on first use
-
-
-def _worker_pool(workers: int) -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool[0] < workers:
-        _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kexue-ema"))
-    return _pool[1]
-
-
-def _forget_pool() -> None:  # a forked child (e.g. a DataLoader worker) inherits the pool but not its threads
-    global _pool
-    _pool = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)
 
 
 class _LerpPlan:
-    """``shadow.lerp_(live, w)`` for lists of CPU tensors of one dtype, laid out as the comment above explains.
+    """``shadow.lerp_(live, w)`` for the CPU tensors of one dtype group, as cheaply as the group allows.
 
-    Non-contiguous live tensors (and everything, with one thread) go through one ``_foreach_lerp_`` in the caller.
-
-    Built once per (EMA, model); pieces are views, so they follow in-place updates of the live tensors. If a live
-    tensor's storage is replaced (``p.data = ...``, ``model.to(...)``) the plan notices (data pointers) and rebuilds.
-    The result is bit-identical to ``torch._foreach_lerp_(shadows, lives, w)``: the same elementwise op per element.
+    Contiguous float32/float64 pairs go through one compiled call (:class:`._lerp_kernel.LerpPieces`: no per-tensor
+    dispatch, all threads, equal to ``torch._foreach_lerp_`` up to one rounding); the rest (non-contiguous views,
+    other dtypes) through one ``torch._foreach_lerp_``.
     """
 
-    def __init__(self, shadows: list[torch.Tensor], lives: list[torch.Tensor], threads: int) -> None:
-        self.shadows, self.lives, self.threads = shadows, lives, threads
-        self._build()
+    def __init__(self, shadows: list[torch.Tensor], lives: list[torch.Tensor]) -> None:
+        from kexue.train._lerp_kernel import DTYPES, LerpPieces  # numba: imported only when a CPU EMA updates
 
-    def _build(self) -> None:
-        self.ptrs = [t.data_ptr() for t in self.lives]
-        big: tuple[list, list] = ([], [])
-        pieces = []
-        for shadow, live in zip(self.shadows, self.lives, strict=True):
-            n = shadow.numel()
-            if not (live.is_contiguous() and shadow.is_contiguous()) or self.threads == 1:  # views: no cuts
-                big[0].append(shadow)
-                big[1].append(live)
-                continue
-            flat_s, flat_l = shadow.view(-1), live.detach().view(-1)
-            step = -(-n // -(-n // _SERIAL_MAX))  # equal pieces of at most _SERIAL_MAX elements
-            pieces += [(flat_s[a:a + step], flat_l[a:a + step]) for a in range(0, n, step)]
-        total = sum(p.numel() for p, _ in pieces)
-        k = self.threads if total >= _MIN_SPLIT else 1
-        buckets: list[tuple[list, list]] = [([], []) for _ in range(k)]
-        done = 0
-        for piece in pieces:  # consecutive runs of about total/k elements each
-            bucket = buckets[min(k - 1, done * k // max(total, 1))]
-            bucket[0].append(piece[0])
-            bucket[1].append(piece[1])
-            done += piece[0].numel()
-        self.big, self.buckets = big, [b for b in buckets if b[0]]
+        self.shadows, self.lives = shadows, lives
+        fast: tuple[list, list] = ([], [])
+        self.rest: tuple[list, list] = ([], [])
+        for shadow, live in zip(shadows, lives, strict=True):
+            to = fast if shadow.dtype in DTYPES and shadow.is_contiguous() and live.is_contiguous() else self.rest
+            to[0].append(shadow)
+            to[1].append(live)
+        self.kernel = LerpPieces(*fast) if fast[0] else None
 
     def __call__(self, weight: float) -> None:
-        if [t.data_ptr() for t in self.lives] != self.ptrs:
-            self._build()
-        if self.big[0]:
-            torch._foreach_lerp_(self.big[0], self.big[1], weight)
-        futures = [_worker_pool(len(self.buckets) - 1).submit(torch._foreach_lerp_, s, l, weight)
-                   for s, l in self.buckets[1:]]
-        if self.buckets:
-            torch._foreach_lerp_(self.buckets[0][0], self.buckets[0][1], weight)
-        for future in futures:
-            future.result()
+        if self.rest[0]:
+            torch._foreach_lerp_(self.rest[0], self.rest[1], weight)
+        if self.kernel is not None:
+            self.kernel(weight)
 
 
 class EMA:
@@ -373,8 +319,7 @@ class EMA:
             elif self.policy[name] == "copy":
                 copies[0].append(shadow)
                 copies[1].append(live)
-        threads = torch.get_num_threads()
-        average = [_LerpPlan(shadows, lives, threads)
+        average = [_LerpPlan(shadows, lives)
                    if shadows[0].device.type == "cpu" and shadows[0].dtype == lives[0].dtype else (shadows, lives)
                    for shadows, lives in groups.values()]
         pairing = {"average": average, "copy": copies,
