@@ -1,5 +1,5 @@
 """Resources: wall time and peak extra resident memory of one call (benchmarks and experiment resource tables),
-and huge pages for large lookup tables.
+huge pages for large lookup tables, and the number of torch threads for small models.
 
 The peak is the growth of the process's resident-set high-water mark during the call: ``/proc/self/clear_refs``
 resets the mark to the current resident set (Linux), so it counts torch, NumPy, numba and C threads alike. Elsewhere
@@ -65,3 +65,21 @@ def advise_huge_pages(tensor: "torch.Tensor") -> bool:
         return libc.madvise(lo, hi - lo, 14) == 0  # MADV_HUGEPAGE
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, then restore the previous number.
+
+    For small models (2-D toy MLPs: tensors of at most a few hundred by a few hundred) one thread is faster: a
+    two-thread OpenMP region costs more than it saves, and on a busy machine every region waits for a descheduled
+    thread (measured with one other busy process on 2 cores: 18-21 ms per MEG iteration on 1 thread, 67-75 ms on 2).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

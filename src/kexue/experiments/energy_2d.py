@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from kexue._resources import torch_threads
 from kexue.eval.plots import subplots
 from kexue.experiments._energy import (
     TOY_SETS,
@@ -151,11 +152,12 @@ def _seeds(cfg: Config, name: str) -> tuple[int, ...]:
     return cfg.seeds if name in cfg.compare_on else cfg.seeds[:1]
 
 
-def run(cfg: Config, run: Run) -> dict:
+def _train_and_score(cfg: Config, run: Run, lim: float) -> tuple[dict, dict, list[dict]]:
+    """Every (data set, seed, method) model trained, scored before and after MALA, and logged; the first MEG's grid
+    energy and temperature sweep."""
     results: dict[str, dict[str, list[dict]]] = {}  # data set -> method -> one result per seed
     grids: dict[str, tuple] = {}
     sweep_rows = []
-    lim = 2.0
     for d_index, name in enumerate(cfg.datasets):
         toy = toy_set(name, cfg.pool, seed=cfg.seed)
         methods = [m for m in cfg.methods if m == "meg" or name in cfg.compare_on]
@@ -184,7 +186,13 @@ def run(cfg: Config, run: Run) -> dict:
                         **{f"after_{k}": v for k, v in res["after"].items()}, mala_accept=res["accept"],
                         density_mass_near_modes=res.get("mass_near"))
                 results[name][method].append(res)
+    return results, grids, sweep_rows
 
+
+def run(cfg: Config, run: Run) -> dict:
+    lim = 2.0
+    with torch_threads(1):  # 2-D MLPs: one thread is faster, and robust to a busy machine
+        results, grids, sweep_rows = _train_and_score(cfg, run, lim)
     metrics = _report(cfg, run, results, sweep_rows)
     _figures(cfg, run, results, grids, lim)
     return metrics

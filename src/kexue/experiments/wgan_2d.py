@@ -35,7 +35,6 @@ import math
 import multiprocessing as mp
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 
 from kexue._progress import progress
+from kexue._resources import torch_threads
 from kexue.data.synthetic import TOY_SETS_2D, toy_2d, toy_std
 from kexue.eval.modes import mixture_modes
 from kexue.eval.plots import subplots
@@ -365,22 +365,10 @@ def _train_one(cfg: Config, dataset: str, variant: str, device: str, directory: 
 
 
 def _worker(args: tuple) -> dict:
-    """Entry point of a worker process: one thread (see :func:`_threads`), one pair."""
+    """Entry point of a worker process: one thread (see :func:`kexue._resources.torch_threads`), one pair."""
     cfg, dataset, variant, device, directory = args
-    with _threads(1):
+    with torch_threads(1):
         return _train_one(cfg, dataset, variant, device, directory)
-
-
-@contextmanager
-def _threads(n: int):
-    """Run with ``n`` intra-op threads, then restore. Every tensor here is at most [512, 128]: a 2-thread OpenMP
-    region costs more than it saves, and on a busy machine a descheduled thread stalls each one by milliseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -403,7 +391,7 @@ def run(cfg: Config, run: Run) -> dict:
         out = []
         for job in jobs:
             bar.set_description(f"wgan-2d {job[1]} {job[2]}")
-            with _threads(1):
+            with torch_threads(1):
                 out.append(_train_one(*job, bar=bar))
     else:
         # Small MLPs cannot use two cores from one process; two processes can (spawned: no forked OpenMP state).
