@@ -94,7 +94,7 @@ def test_fast_update_matches_reference_loop():
 def test_compiled_cpu_plan_matches_foreach_and_follows_replaced_storage(dtype):
     """Tensors longer than one piece, tiny ones, a non-contiguous one: the compiled plan agrees with
     ``torch._foreach_lerp_`` to one rounding (ATen fuses the multiply-add), copies exactly at w = 1, leaves the
-    shadow untouched at w = 0, and after ``p.data = ...`` averages the new storage."""
+    shadow untouched at w = 0, and after ``p.data = ...`` averages the new storage (sorted again if it is a view)."""
     gen = torch.Generator().manual_seed(11)
     shapes = [(1100, 300), (300, 300), (7,), (200, 170), (3, 5), (PIECE + 3,)]
     lives = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
@@ -121,6 +121,9 @@ def test_compiled_cpu_plan_matches_foreach_and_follows_replaced_storage(dtype):
     param.data = torch.ones(300, 300, dtype=dtype)  # new storage (what model.to() does)
     plan(0.5)
     assert torch.equal(shadow, torch.full((300, 300), 0.5, dtype=dtype))
+    param.data = torch.full((300, 300), 2.0, dtype=dtype).t()  # new storage, now a non-contiguous view
+    plan(0.5)
+    assert torch.equal(shadow, torch.full((300, 300), 1.25, dtype=dtype)) and len(plan.rest[0]) == 1
 
 
 def test_schedules_half_life_warmup_and_delay():

@@ -54,19 +54,17 @@ def _lerp_pieces(shadow_at, live_at, sizes, weights):
 class LerpPieces:
     """``shadow.lerp_(live, w)`` for lists of contiguous CPU tensors of one dtype in ``DTYPES``, in one call.
 
-    Built once; holds the tensors (so the addresses stay valid) and notices when a live tensor's storage was replaced
-    (``p.data = ...``, ``model.to(...)``): it then reads the new addresses.
+    Holds the tensors, so the addresses stay valid; a caller that replaces a live tensor's storage builds a new one.
     """
 
     def __init__(self, shadows: list[torch.Tensor], lives: list[torch.Tensor]) -> None:
         self.shadows, self.lives = shadows, lives
         self.dtype = DTYPES[shadows[0].dtype]
-        self._build()
-
-    def _build(self) -> None:
-        self.ptrs = [t.data_ptr() for t in self.lives]
         starts, sizes = [], []
-        for shadow, live in zip(self.shadows, self.lives, strict=True):
+        for shadow, live in zip(shadows, lives, strict=True):
+            if not (shadow.is_contiguous() and live.is_contiguous() and shadow.dtype == live.dtype == shadows[0].dtype
+                    and shadow.device.type == live.device.type == "cpu" and shadow.shape == live.shape):
+                raise ValueError("LerpPieces: needs contiguous CPU tensors of one dtype and matching shapes")
             n, size = shadow.numel(), shadow.element_size()
             for a in range(0, n, PIECE):
                 starts.append((shadow.data_ptr() + a * size, live.data_ptr() + a * size))
@@ -76,8 +74,6 @@ class LerpPieces:
         self.sizes = np.array(sizes, dtype=np.int64)
 
     def __call__(self, weight: float) -> None:
-        if [t.data_ptr() for t in self.lives] != self.ptrs:
-            self._build()
         w = self.dtype(weight)
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         _lerp_pieces(self.shadow_at, self.live_at, self.sizes, np.array([w, self.dtype(1) - w], dtype=self.dtype))

@@ -179,18 +179,26 @@ class _LerpPlan:
     """
 
     def __init__(self, shadows: list[torch.Tensor], lives: list[torch.Tensor]) -> None:
+        self.shadows, self.lives = shadows, lives
+        self._build()
+
+    def _build(self) -> None:
         from kexue.train._lerp_kernel import DTYPES, LerpPieces  # numba: imported only when a CPU EMA updates
 
-        self.shadows, self.lives = shadows, lives
+        self.ptrs = [t.data_ptr() for t in self.lives]
         fast: tuple[list, list] = ([], [])
         self.rest: tuple[list, list] = ([], [])
-        for shadow, live in zip(shadows, lives, strict=True):
+        for shadow, live in zip(self.shadows, self.lives, strict=True):
             to = fast if shadow.dtype in DTYPES and shadow.is_contiguous() and live.is_contiguous() else self.rest
             to[0].append(shadow)
             to[1].append(live)
         self.kernel = LerpPieces(*fast) if fast[0] else None
 
     def __call__(self, weight: float) -> None:
+        # A live tensor whose storage was replaced (``p.data = ...``, ``model.to(...)``) has new addresses, and maybe
+        # a new layout: sort the pairs again.
+        if [t.data_ptr() for t in self.lives] != self.ptrs:
+            self._build()
         if self.rest[0]:
             torch._foreach_lerp_(self.rest[0], self.rest[1], weight)
         if self.kernel is not None:
