@@ -354,7 +354,7 @@ def _forward_blocks(q3, k3, v3, s0, z0, cfg: _Cfg):
             z = take((nb + 1, 1, c), q3)
             torch.sum(k3, 1, keepdim=True, out=z[1:])
             z_fin = _scan_prefix_(z, cfg.rows, cfg.segments, z0)
-            den.add_(torch.linalg.vecdot(q3, z[:-1]))  # a batched mat-vec bmm is ~2x slower
+            den.unsqueeze(-1).baddbmm_(q3, z[:-1].transpose(1, 2))  # vecdot would page-fault an N x C product
     if cfg.normalize:
         den.add_(cfg.eps)
         out.div_(den.unsqueeze(-1))
@@ -403,7 +403,9 @@ class _CausalProduct(torch.autograd.Function):
         w = None
         if cfg.normalize:
             g = torch.div(g, den.unsqueeze(-1), out=take(g.shape, q3))  # d loss / d numerator
-            w = torch.linalg.vecdot(g, out.view_as(g))  # -(d loss / d normaliser), [R*K, chunk]
+            prod = torch.mul(g, out.view_as(g), out=take(g.shape, q3))  # vecdot would allocate this afresh
+            w = torch.sum(prod, -1, out=take(g.shape[:-1], q3))  # -(d loss / d normaliser), [R*K, chunk]
+            give(prod)
         # d(scores)_ij = g_i . v_j - w_i for j <= i (the normaliser is a value column of ones).
         dscores = torch.bmm(g, v3.transpose(1, 2), out=take(scores.shape, q3))
         if cfg.normalize:
@@ -435,7 +437,7 @@ class _CausalProduct(torch.autograd.Function):
             dv.baddbmm_(k3, r[1:])
             give(r, rz)
         if cfg.normalize:
-            give(g)
+            give(g, w)
         if cfg.elu:
             # d(elu(x) + 1)/dx = 1 for x > 0 and exp(x) = elu(x) + 1 <= 1 otherwise: min(phi, 1), in the phi blocks.
             dq.mul_(q3.clamp_(max=1))
