@@ -18,7 +18,9 @@ over the mini-batch, max-normalised step; equal up to round-off), organised so t
 - **Memory traffic.** A window's activation is a sum of up to ``window`` table rows. The rows of the window
   ``PREFETCH_AHEAD`` ahead are prefetched while one is summed; four rows are added per pass over the accumulator
   (same rounding order as one at a time); the winner's entries read there are handed to the update, which then
-  never reads the table (it only writes the touched entries). The model's table sits on huge pages where Linux
+  never reads the table (it only writes the touched entries), and so are the window's table rows, so that the
+  update does not gather the windows' tokens from the corpus again (one cache miss per window: that was 40% of
+  the update's time). The model's table sits on huge pages where Linux
   allows (:func:`kexue._resources.advise_huge_pages`).
 - **Threads.** The activations and winners of a mini-batch are all computed on the same W, so windows are split
   over threads (numba ``prange``) without races; the update is then split over cells on worker threads (each owns
@@ -121,11 +123,12 @@ def _vector_max(v):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _winners(table, scale, tokens, centres, half, n_vocab, inv_p, winners, scaled, values, n_chunks, select):
+def _winners(table, scale, tokens, centres, half, n_vocab, inv_p, winners, scaled, values, slot_rows, n_chunks,
+             select):
     """Per window (centre position in ``tokens``): winner = argmax_mu scale_mu * sum of the window's table rows, and
     the winner's scaled activation <W_win, v / p>; ``values[b * width + slot]`` gets ``table[row, winner]`` (read
-    here while the rows are in cache, so the update need not fetch them again). With ``select`` False only the sums
-    are formed (a timing probe)."""
+    here while the rows are in cache, so the update need not fetch them again) and ``slot_rows[b * width + slot]``
+    the row (-1 for an empty slot). With ``select`` False only the sums are formed (a timing probe)."""
     n, k, width = len(centres), table.shape[1], 2 * half + 1
     per = (n + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
@@ -152,12 +155,23 @@ def _winners(table, scale, tokens, centres, half, n_vocab, inv_p, winners, scale
             s = 0.0
             for o in range(-half, half + 1):
                 t = tokens[c + o]
-                if t >= 0:
-                    r = t + n_vocab if o == 0 else t
+                r = -1 if t < 0 else (t + n_vocab if o == 0 else t)
+                slot_rows[b * width + o + half] = r
+                if r >= 0:
                     x = float(table[r, best])
                     values[b * width + o + half] = x
                     s += x * inv_p[r]
             winners[b], scaled[b] = best, s * scale[best]
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_rows(tokens, centres, half, n_vocab, out):
+    """``out[b * width + slot]`` = the table row of each slot of each window (-1: empty), as :func:`_winners` writes
+    them; for winners found elsewhere (e.g. gathered from other processes)."""
+    for b in range(len(centres)):
+        for o in range(-half, half + 1):
+            t = tokens[centres[b] + o]
+            out[b * (2 * half + 1) + o + half] = -1 if t < 0 else (t + n_vocab if o == 0 else t)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -205,26 +219,23 @@ def _group(winners, scaled, k):
 
 
 @numba.njit(cache=True, nogil=True)
-def _touched(part, n_parts, table, scale, tokens, centres, perm, start, c, values, half, n_vocab, inv_p, rows, sums,
-             olds, n_rows, peak_cell, stamp, acc):
+def _touched(part, n_parts, table, scale, slot_rows, perm, start, c, values, width, inv_p, rows, sums, olds, n_rows,
+             peak_cell, stamp, acc):
     """For the cells ``part::n_parts``: their distinct touched rows (``rows``, from ``start[mu] * width`` on), S there
     (``sums``: 1/p summed over the cell's windows, a repeated word once per occurrence), the table entries
     (``olds``, from ``values`` when given, else read), and ``peak_cell[mu] = max |S - c W|`` over them.
     ``stamp`` (all zero, left so) and ``acc`` are [2V + 1] scratch of this part."""
-    width = 2 * half + 1
     for m in range(part, table.shape[1], n_parts):
         base, u = start[m] * width, 0
         for q in range(start[m], start[m + 1]):
-            ctr = centres[perm[q]]
-            for o in range(-half, half + 1):
-                tok = tokens[ctr + o]
-                if tok < 0:
+            for j in range(perm[q] * width, (perm[q] + 1) * width):
+                r = slot_rows[j]
+                if r < 0:
                     continue
-                r = tok + n_vocab if o == 0 else tok
                 if stamp[r] == 0:
                     stamp[r], acc[r] = 1, 0.0
                     rows[base + u] = r
-                    olds[base + u] = values[perm[q] * width + o + half] if len(values) else table[r, m]
+                    olds[base + u] = values[j] if len(values) else table[r, m]
                     u += 1
                 acc[r] += inv_p[r]
         peak = 0.0
@@ -287,11 +298,14 @@ class BatchWinners:
         scaled: float64 ``[B]``: the winner's scaled activation ``<W_win, v / p>``.
         values: float64 ``[B * window]``: ``table[slot row, winner]`` per window slot (read while in cache), or
             None (e.g. winners gathered from other processes): the update then reads the table.
+        slot_rows: int32 ``[B * window]``: the table row of each window slot (-1: empty), or None: the update then
+            reads the tokens again.
     """
 
     winners: np.ndarray
     scaled: np.ndarray
     values: np.ndarray | None = None
+    slot_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -368,11 +382,12 @@ class LazyScaleTrainer:
         ``tokens``, with the current W. ``select=False`` only sums the rows (a timing probe; no valid result)."""
         n = self._set_threads()
         centres = np.ascontiguousarray(centres, dtype=np.int64)
-        out = BatchWinners(np.empty(len(centres), dtype=np.int64), np.empty(len(centres)),
-                           np.empty(len(centres) * (2 * self.half + 1)))
+        slots = len(centres) * (2 * self.half + 1)
+        out = BatchWinners(np.empty(len(centres), dtype=np.int64), np.empty(len(centres)), np.empty(slots),
+                           np.empty(slots, dtype=np.int32))
         start = time.perf_counter()
         _winners(self.table, self.scale, self.tokens, centres, self.half, self.n_vocab, self.inv_p, out.winners,
-                 out.scaled, out.values, min(4 * n, max(1, len(centres))), select)
+                 out.scaled, out.values, out.slot_rows, min(4 * n, max(1, len(centres))), select)
         self.timings.winners += time.perf_counter() - start
         return out
 
@@ -406,11 +421,15 @@ class LazyScaleTrainer:
         rows, sums, olds = (x[:slots] for x in self._work)
         n_rows, peak_cell = np.zeros(k, dtype=np.int64), np.zeros(k)
         values = found.values if found.values is not None else np.empty(0)
+        slot_rows = found.slot_rows
+        if slot_rows is None:
+            slot_rows = np.empty(slots, dtype=np.int32)
+            _slot_rows(self.tokens, centres, self.half, self.n_vocab, slot_rows)
         stamps, acc = self._scratch
         start, perm, c = _group(np.ascontiguousarray(found.winners, dtype=np.int64),
                                 np.ascontiguousarray(found.scaled, dtype=np.float64), k)
-        self._run(_touched, self.table, self.scale, self.tokens, centres, perm, start, c, values, self.half,
-                  self.n_vocab, self.inv_p, rows, sums, olds, n_rows, peak_cell, scratch=(stamps, acc))
+        self._run(_touched, self.table, self.scale, slot_rows, perm, start, c, values, width, self.inv_p, rows, sums,
+                  olds, n_rows, peak_cell, scratch=(stamps, acc))
         peak = peak_cell.max()
         # cells whose untouched entries might hold max|D| (|c| max|W| above the touched peak): scan them exactly
         flagged = np.flatnonzero((c != 0) & (np.abs(c * self.scale) * self.bound > peak))
