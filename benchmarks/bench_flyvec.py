@@ -75,7 +75,6 @@ def main() -> None:
         centres = data.centres.numpy()
         for lo in range(0, len(data), 10_000):
             engine.winners(centres[order[lo : lo + 10_000]], select=False)
-        engine.close()
         return engine.timings.winners
 
     if args.trainer == "fast":  # compile the kernels (or load them from numba's cache) outside every measurement

@@ -98,7 +98,6 @@ def test_results_do_not_depend_on_the_number_of_threads():
                 centres = data.centres[lo : lo + 32].numpy()
                 trainer.update(centres, trainer.winners(centres), 0.05)
             trainer.fold()
-            trainer.close()
             out.append(t)
     finally:
         torch.set_num_threads(threads)

@@ -20,20 +20,20 @@ over the mini-batch, max-normalised step; equal up to round-off), organised so t
   (same rounding order as one at a time); the winner's entries read there are handed to the update, which then
   never reads the table (it only writes the touched entries), and so are the window's table rows, so that the
   update does not gather the windows' tokens from the corpus again (one cache miss per window: that was 40% of
-  the update's time). The model's table sits on huge pages where Linux
-  allows (:func:`kexue._resources.advise_huge_pages`).
+  the update's time). The model's table sits on huge pages where Linux allows
+  (:func:`kexue._resources.advise_huge_pages`).
 - **Threads.** The activations and winners of a mini-batch are all computed on the same W, so windows are split
-  over threads (numba ``prange``) without races; the update is then split over cells on worker threads (each owns
-  whole columns; the kernels release the GIL). Sums run in a fixed order (windows by position in the batch), so
-  results do not depend on the number of threads: N processes that exchange winners compute bit for bit what one
-  process computes.
+  over threads (numba ``prange``) without races; the update is then split over cells on the same numba threads
+  (each owns whole columns). A Python thread pool for the update was 40% slower: numba's OpenMP threads spin for a
+  while after a parallel loop, and took the cores from it. Sums run in a fixed order (windows by position in the
+  batch), so results do not depend on the number of threads: N processes that exchange winners compute bit for bit
+  what one process computes.
 
 :class:`LazyScaleTrainer` holds this state for one table; :class:`~kexue.models.flyvec.FlyVec` uses it on the CPU
 (``trainer="fast"``); the torch functions of :mod:`.rule` stay the slow twin and the GPU path.
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -289,6 +289,31 @@ def _apply(part, n_parts, table, scale, bound, sq, start, c, rows, sums, olds, n
             bound[m] = max(bound[m], abs(new))
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _touched_parts(n_parts, table, scale, slot_rows, perm, start, c, values, width, inv_p, rows, sums, olds, n_rows,
+                   peak_cell, stamps, accs):
+    """:func:`_touched` for every part, one per thread."""
+    for p in numba.prange(n_parts):
+        _touched(p, n_parts, table, scale, slot_rows, perm, start, c, values, width, inv_p, rows, sums, olds, n_rows,
+                 peak_cell, stamps[p], accs[p])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _scan_parts(n_parts, flagged, table, start, rows, n_rows, width, bound, sq, untouched, stamps):
+    """:func:`_scan` for every part, one per thread."""
+    for p in numba.prange(n_parts):
+        _scan(p, n_parts, flagged, table, start, rows, n_rows, width, bound, sq, untouched, stamps[p])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _apply_parts(n_parts, table, scale, bound, sq, start, c, rows, sums, olds, n_rows, width, step, renorm_below,
+                 folded):
+    """:func:`_apply` for every part, one per thread."""
+    for p in numba.prange(n_parts):
+        _apply(p, n_parts, table, scale, bound, sq, start, c, rows, sums, olds, n_rows, width, step, renorm_below,
+               folded)
+
+
 @dataclass
 class BatchWinners:
     """What :meth:`LazyScaleTrainer.winners` found for a batch of windows.
@@ -357,7 +382,6 @@ class LazyScaleTrainer:
         self.timings = Timings()
         self._threads = -1
         self._scratch: tuple[np.ndarray, ...] = ()
-        self._pool: ThreadPoolExecutor | None = None
         self._work: tuple[np.ndarray, ...] = (np.empty(0, dtype=np.int64), np.empty(0), np.empty(0))
 
     @property
@@ -372,9 +396,6 @@ class LazyScaleTrainer:
             rows = len(self.table)
             self._threads = n
             self._scratch = (np.zeros((n, rows), dtype=np.int8), np.zeros((n, rows)))
-            if self._pool is not None:
-                self._pool.shutdown()
-            self._pool = ThreadPoolExecutor(n - 1) if n > 1 else None
         return n
 
     def winners(self, centres: np.ndarray, select: bool = True) -> BatchWinners:
@@ -399,19 +420,10 @@ class LazyScaleTrainer:
         """Per-window energy ``-<W_win, v / p> / |W_win|`` with the current W: ``[B]``."""
         return -found.scaled / np.maximum(self.row_norms()[found.winners], 1e-30)
 
-    def _run(self, kernel, *args, scratch: tuple[np.ndarray, ...] = ()) -> None:
-        """``kernel(part, n_parts, *args, *(x[part] for x in scratch))`` for every part, part 0 on this thread and
-        the others on worker threads (the kernels release the GIL); returns when all are done."""
-        n = self._threads
-        futures = [self._pool.submit(kernel, p, n, *args, *(x[p] for x in scratch)) for p in range(1, n)]
-        kernel(0, n, *args, *(x[0] for x in scratch))
-        for f in futures:
-            f.result()
-
     def update(self, centres: np.ndarray, found: BatchWinners, lr: float, prec: float = 1e-30) -> float:
         """Apply the step of the batch of windows at ``centres`` given what :meth:`winners` ``found`` for them
         (possibly gathered from several processes, in batch order). Returns max|D|."""
-        self._set_threads()
+        n = self._set_threads()
         start_time = time.perf_counter()
         k, width = self.table.shape[1], 2 * self.half + 1
         centres = np.ascontiguousarray(centres, dtype=np.int64)
@@ -428,29 +440,22 @@ class LazyScaleTrainer:
         stamps, acc = self._scratch
         start, perm, c = _group(np.ascontiguousarray(found.winners, dtype=np.int64),
                                 np.ascontiguousarray(found.scaled, dtype=np.float64), k)
-        self._run(_touched, self.table, self.scale, slot_rows, perm, start, c, values, width, self.inv_p, rows, sums,
-                  olds, n_rows, peak_cell, scratch=(stamps, acc))
+        _touched_parts(n, self.table, self.scale, slot_rows, perm, start, c, values, width, self.inv_p, rows, sums,
+                       olds, n_rows, peak_cell, stamps, acc)
         peak = peak_cell.max()
         # cells whose untouched entries might hold max|D| (|c| max|W| above the touched peak): scan them exactly
         flagged = np.flatnonzero((c != 0) & (np.abs(c * self.scale) * self.bound > peak))
         if len(flagged):
             untouched = np.zeros(k)
-            self._run(_scan, flagged, self.table, start, rows, n_rows, width, self.bound, self.sq, untouched,
-                      scratch=(stamps,))
+            _scan_parts(n, flagged, self.table, start, rows, n_rows, width, self.bound, self.sq, untouched, stamps)
             peak = max(peak, float((np.abs(c * self.scale) * untouched)[flagged].max()))
         step = lr / max(peak, prec)
         folded = np.zeros(k, dtype=np.int64)
-        self._run(_apply, self.table, self.scale, self.bound, self.sq, start, c, rows, sums, olds, n_rows, width,
-                  step, self.renorm_below, folded)
+        _apply_parts(n, self.table, self.scale, self.bound, self.sq, start, c, rows, sums, olds, n_rows, width, step,
+                     self.renorm_below, folded)
         self._counters += (len(flagged), int(folded.sum()), 1)
         self.timings.update += time.perf_counter() - start_time
         return float(peak)
-
-    def close(self) -> None:
-        """Stop the worker threads (also done when the trainer is garbage collected)."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool, self._threads = None, -1
 
     def fold(self) -> None:
         """Fold the scales into the table (``scale = 1``), so that the table holds W itself."""

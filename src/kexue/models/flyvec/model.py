@@ -253,7 +253,6 @@ class FlyVec:
         finally:
             if fast:
                 engine.fold()
-                engine.close()
                 self.timings = {"winners": engine.timings.winners, "update": engine.timings.update}
             if bar is not None:
                 bar.close()
