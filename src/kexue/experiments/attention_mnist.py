@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from kexue._progress import progress
 from kexue.data import load_mnist
 from kexue.eval.plots import image_grid, subplots
-from kexue.experiments.attention_copy import train_transformer
+from kexue.experiments._transformer_training import train_transformer
 from kexue.experiments.config import ExperimentConfig, check_divisible, param
 from kexue.experiments.registry import Experiment
 from kexue.experiments.rundir import Run
