@@ -76,14 +76,22 @@ def _prefetch_row(typingctx, array, row):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _slot_row(tokens, centre, o, n_vocab):
+    """The table row that slot ``o`` (-half .. half) of the window at ``centre`` reads: the context word c reads row
+    c, the target w row V + w; -1 for an empty slot (its row is zero)."""
+    t = tokens[centre + o]
+    return -1 if t < 0 else (t + n_vocab if o == 0 else t)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _window_rows(tokens, centre, half, n_vocab, rows):
-    """Table rows of the window at ``centre`` in slot order, empty slots left out (their rows are zero): the
-    context word c reads row c, the target w row V + w. Returns how many rows were written to ``rows``."""
+    """Table rows of the window at ``centre`` in slot order, empty slots left out. Returns how many rows were
+    written to ``rows``."""
     nr = 0
     for o in range(-half, half + 1):
-        t = tokens[centre + o]
-        if t >= 0:
-            rows[nr] = t + n_vocab if o == 0 else t
+        r = _slot_row(tokens, centre, o, n_vocab)
+        if r >= 0:
+            rows[nr] = r
             nr += 1
     return nr
 
@@ -154,8 +162,7 @@ def _winners(table, scale, tokens, centres, half, n_vocab, inv_p, winners, scale
                     break
             s = 0.0
             for o in range(-half, half + 1):
-                t = tokens[c + o]
-                r = -1 if t < 0 else (t + n_vocab if o == 0 else t)
+                r = _slot_row(tokens, c, o, n_vocab)
                 slot_rows[b * width + o + half] = r
                 if r >= 0:
                     x = float(table[r, best])
@@ -170,8 +177,7 @@ def _slot_rows(tokens, centres, half, n_vocab, out):
     them; for winners found elsewhere (e.g. gathered from other processes)."""
     for b in range(len(centres)):
         for o in range(-half, half + 1):
-            t = tokens[centres[b] + o]
-            out[b * (2 * half + 1) + o + half] = -1 if t < 0 else (t + n_vocab if o == 0 else t)
+            out[b * (2 * half + 1) + o + half] = _slot_row(tokens, centres[b], o, n_vocab)
 
 
 @numba.njit(cache=True, nogil=True)
