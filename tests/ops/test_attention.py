@@ -640,29 +640,29 @@ def test_second_backward_through_a_retained_graph_recomputes_the_scratch():
 
 
 def test_scratch_blocks_are_reused_from_the_second_step_and_freed_by_empty_cache(monkeypatch):
-    from kexue.ops.attention import causal
+    from kexue.ops.attention import _scratch
 
     empty_cache()
     misses = []
-    take = causal._SCRATCH.take
+    take = _scratch.SCRATCH.take
 
     def counted(shape, like):
-        misses.append(not causal._SCRATCH.free.get((math.prod(shape), like.dtype)))
+        misses.append(not _scratch.SCRATCH.free.get((math.prod(shape), like.dtype)))
         return take(shape, like)
 
-    monkeypatch.setattr(causal._SCRATCH, "take", counted)
+    monkeypatch.setattr(_scratch.SCRATCH, "take", counted)
     q, k, v = (t.requires_grad_() for t in _inputs(n=64))
     for step in range(2):
         misses.clear()
         linear_attention(q, k, v, causal=True, chunk_size=8).sum().backward()
         assert any(misses) if step == 0 else misses and not any(misses)
-    held = causal._SCRATCH.bytes
+    held = _scratch.SCRATCH.bytes
     assert held > 0
     with torch.no_grad():  # no backward to wait for: the blocks go back at the end of forward
         linear_attention(q, k, v, causal=True, chunk_size=8)
-    assert causal._SCRATCH.bytes == held
+    assert _scratch.SCRATCH.bytes == held
     empty_cache()
-    assert causal._SCRATCH.bytes == 0 and not causal._SCRATCH.free
+    assert _scratch.SCRATCH.bytes == 0 and not _scratch.SCRATCH.free
 
 
 # --- bad input ------------------------------------------------------------------------------------------------

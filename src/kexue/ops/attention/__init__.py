@@ -11,6 +11,7 @@
 - :mod:`.efficient`: Efficient Attention with the exact causal prefix normaliser.
 """
 
+from kexue.ops.attention._scratch import empty_cache
 from kexue.ops.attention.causal import (
     AttentionInputError,
     LinearAttentionState,
@@ -19,7 +20,6 @@ from kexue.ops.attention.causal import (
     causal_linear_attention_chunked,
     causal_linear_attention_dense,
     causal_linear_attention_recurrent,
-    empty_cache,
     linear_attention_state,
 )
 from kexue.ops.attention.efficient import (
