@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from kexue.experiments.wgan_2d import Config, _train_one, _worker, fit_critic, w1_floor
+from kexue.experiments._wgan_duality import fit_critic, w1_floor
+from kexue.experiments.wgan_2d import Config, _train_one, _worker
 from kexue.ops.ot import wasserstein
 
 TINY = Config(steps=6, n_critic=2, batch_size=32, width=8, depth=1, log_every=3, w1_batch=16, eval_samples=100,
