@@ -11,6 +11,7 @@ from kexue.ops.attention import (
     CosFeatureMap,
     FavorFeatureMap,
     _decode_kernel,
+    _scan_kernel,
     causal_dot_product,
     causal_dot_product_dense,
     causal_linear_attention_chunked,
@@ -21,6 +22,7 @@ from kexue.ops.attention import (
     linear_attention_step,
     linear_attention_weights,
 )
+from kexue.ops.attention import causal as causal_mod
 from kexue.ops.attention.causal import linear_attention_state, step_mapped
 from kexue.profiling import peak_bytes
 
@@ -601,6 +603,51 @@ def test_packed_chunked_gradcheck():
         return out, st.s, st.z
 
     assert torch.autograd.gradcheck(f, tuple(t.requires_grad_() for t in leaves))
+
+
+@pytest.mark.skipif(not _scan_kernel.usable(torch.zeros(1)), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_init", [False, True])
+def test_compiled_chunk_scans_equal_the_torch_loops_bit_for_bit(dtype, reverse, with_init):
+    # 3 rows of 9 chunks cut into segments of 2, 0, 4 and 3 chunks (an empty one included), 5 x 2 states per slot:
+    # the buffer after the in-place scan (the shifted reads, initial states written in) and the returned totals.
+    rows, segments = 3, ((0, 2), (2, 0), (2, 4), (6, 3))
+    g = torch.Generator().manual_seed(12)
+    buf = torch.randn(rows * 9 + 1, 5, 2, generator=g, dtype=dtype)
+    init = torch.randn(4, rows, 5, 2, generator=g, dtype=dtype).transpose(0, 1) if with_init else None  # strided
+    twin = causal_mod._scan_suffix_ if reverse else causal_mod._scan_prefix_
+    expected_buf = buf.clone()
+    expected = twin(expected_buf, rows, segments, init)
+    got = _scan_kernel.scan_(buf, rows, segments, init, reverse)
+    assert torch.equal(got, expected) and torch.equal(buf, expected_buf)
+    # and the totals are the sums they claim to be (init + every term of the segment)
+    terms = torch.randn(rows * 9 + 1, 5, 2, generator=g, dtype=torch.float64)
+    x = (terms[:-1] if reverse else terms[1:]).view(rows, 9, 5, 2)
+    totals = _scan_kernel.scan_(terms.clone(), rows, segments, None, reverse)
+    for j, (off, n) in enumerate(segments):
+        torch.testing.assert_close(totals[:, j], x[:, off:off + n].sum(1), rtol=1e-12, atol=1e-12)
+
+
+def test_op_without_the_compiled_scans_gives_the_same_result(monkeypatch):
+    # The torch loops (used on CUDA, or without numba) and the compiled scans inside the whole op, packed, with
+    # states, forward and backward.
+    cu = torch.tensor([0, 3, 3, 9, 11])
+    g = torch.Generator().manual_seed(10)
+    inputs = [torch.rand(1, 2, 11, 3, generator=g) for _ in range(2)] + [torch.randn(1, 2, 11, 2, generator=g)]
+    state = (torch.randn(4, 2, 3, 2, generator=g), torch.rand(4, 2, 3, generator=g))
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (*inputs, *state)]
+        out, st = causal_linear_attention_chunked(*leaves[:3], chunk_size=2, initial_state=tuple(leaves[3:]),
+                                                  return_state=True, cu_seqlens=cu)
+        (out.sum() + (st.s * 2).sum() - st.z.sum()).backward()
+        return out.detach(), st.s, st.z, *(t.grad for t in leaves)
+
+    fast = run()
+    monkeypatch.setattr(_scan_kernel, "usable", lambda buf: False)
+    for a, b in zip(fast, run(), strict=True):
+        assert torch.equal(a, b)
 
 
 # --- the default path: elu fused into the chunked op, scratch blocks reused --------------------------------------

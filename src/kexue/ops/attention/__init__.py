@@ -7,7 +7,8 @@
 - :func:`causal_dot_product`: the un-normalised causal product (fast-transformers' ``causal_dot_product``).
 - :mod:`.feature_maps`: elu+1, relu, Su's 1+cos, FAVOR+ random features, Efficient Attention.
 - :mod:`.causal`: the three tied causal forms (dense masked reference, chunked with a custom backward, recurrent);
-  the chunked op reuses its scratch blocks between calls (:func:`empty_cache` frees them).
+  the chunked op reuses its scratch blocks between calls (:func:`empty_cache` frees them) and scans its chunk states
+  in one compiled loop when numba is installed (:mod:`._scan_kernel`).
 - :mod:`.efficient`: Efficient Attention with the exact causal prefix normaliser.
 """
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from kexue.errors import KexueError
+from kexue.ops.attention import _scan_kernel
 from kexue.ops.attention._scratch import SCRATCH as _SCRATCH
 from kexue.ops.attention.feature_maps import ONE
 
@@ -232,7 +233,8 @@ def _scan_prefix_(buf: torch.Tensor, rows: int, segments, init: torch.Tensor | N
     Afterwards slot i holds init + sum of x over the earlier chunks of chunk i's segment (what chunk i reads).
     Returns the final states ``[rows, n_segments, ...]``: init + the sum over the whole segment. ``init`` is
     ``[rows, n_segments, ...]`` or None (zero). A loop of K small in-place adds: ``torch.cumsum`` over a middle
-    dimension is ~20x slower on CPU, and a triangular matmul costs O(K^2).
+    dimension is ~20x slower on CPU, and a triangular matmul costs O(K^2). The slow twin of the compiled loop of
+    :mod:`._scan_kernel`; :func:`_scan_` picks one.
     """
     x = buf[1:].view(rows, -1, *buf.shape[1:])
     finals = []
@@ -277,6 +279,14 @@ def _scan_suffix_(buf: torch.Tensor, rows: int, segments, init: torch.Tensor | N
     return torch.stack(totals, 1)
 
 
+def _scan_(buf: torch.Tensor, rows: int, segments, init: torch.Tensor | None, reverse: bool) -> torch.Tensor:
+    """:func:`_scan_suffix_` if ``reverse`` else :func:`_scan_prefix_`, as one compiled loop where it can run (CPU
+    float32/float64 with numba installed: one call instead of one ``add_`` per chunk, ~2.5x faster at N = 8192)."""
+    if _scan_kernel.usable(buf):
+        return _scan_kernel.scan_(buf, rows, segments, init, reverse)
+    return (_scan_suffix_ if reverse else _scan_prefix_)(buf, rows, segments, init)
+
+
 class _Cfg(NamedTuple):
     rows: int  # sequence rows R (batch * heads)
     segments: tuple  # (first chunk, chunk count) per segment, the same in every row
@@ -301,12 +311,12 @@ def _forward_blocks(q3, k3, v3, s0, z0, cfg: _Cfg):
         # Chunk states phi_k^T v (and key sums), prefix-summed over the earlier chunks of each segment.
         s = take((nb + 1, c, m), q3)
         torch.bmm(k3.transpose(1, 2), v3, out=s[1:])
-        s_fin = _scan_prefix_(s, cfg.rows, cfg.segments, s0)
+        s_fin = _scan_(s, cfg.rows, cfg.segments, s0, reverse=False)
         out.baddbmm_(q3, s[:-1])
         if cfg.normalize:
             z = take((nb + 1, 1, c), q3)
             torch.sum(k3, 1, keepdim=True, out=z[1:])
-            z_fin = _scan_prefix_(z, cfg.rows, cfg.segments, z0)
+            z_fin = _scan_(z, cfg.rows, cfg.segments, z0, reverse=False)
             den.unsqueeze(-1).baddbmm_(q3, z[:-1].transpose(1, 2))  # vecdot would page-fault an N x C product
     if cfg.normalize:
         den.add_(cfg.eps)
@@ -378,12 +388,12 @@ class _CausalProduct(torch.autograd.Function):
             # Suffix part (paper's grad phi(K), grad V): sums of q^T g and of w q over later chunks.
             r = take(s.shape, q3)
             torch.bmm(q3.transpose(1, 2), g, out=r[:-1])
-            ds0 = _scan_suffix_(r, cfg.rows, cfg.segments, grad_s)
+            ds0 = _scan_(r, cfg.rows, cfg.segments, grad_s, reverse=True)
             rz = None
             if cfg.normalize:
                 rz = take(z.shape, q3)
                 torch.bmm(w.unsqueeze(1), q3, out=rz[:-1])
-                dz0 = _scan_suffix_(rz, cfg.rows, cfg.segments, None if grad_z is None else -grad_z).neg_()
+                dz0 = _scan_(rz, cfg.rows, cfg.segments, None if grad_z is None else -grad_z, reverse=True).neg_()
             dk.baddbmm_(v3, r[1:].transpose(1, 2))
             if cfg.normalize:
                 dk.sub_(rz[1:])
