@@ -366,9 +366,10 @@ class _CausalProduct(torch.autograd.Function):
         w = None
         if cfg.normalize:
             g = torch.div(g, den.unsqueeze(-1), out=take(g.shape, q3))  # d loss / d numerator
-            prod = torch.mul(g, out.view_as(g), out=take(g.shape, q3))  # vecdot would allocate this afresh
-            w = torch.sum(prod, -1, out=take(g.shape[:-1], q3))  # -(d loss / d normaliser), [R*K, chunk]
-            give(prod)
+            # -(d loss / d normaliser) w_i = g_i . o_i, [R*K, chunk]: one bmm of 1 x M by M x 1 rows, half the time
+            # of a product then a sum (vecdot would also page-fault an N x M product afresh)
+            w = take(g.shape[:-1], q3)
+            torch.bmm(g.view(-1, 1, m), out.view(-1, m, 1), out=w.view(-1, 1, 1))
         # d(scores)_ij = g_i . v_j - w_i for j <= i (the normaliser is a value column of ones).
         dscores = torch.bmm(g, v3.transpose(1, 2), out=take(scores.shape, q3))
         if cfg.normalize:
