@@ -15,13 +15,13 @@ over the mini-batch, max-normalised step; equal up to round-off), organised so t
   estimate.
 - **Row norms** ``|W_mu|`` (for the energy) come from per-cell sums of squares kept up to date in float64 from the
   touched entries' old and new values, refreshed exactly whenever a column is scanned.
-- **Memory traffic.** A window's activation is a sum of up to ``window`` table rows. The rows of the window
-  ``PREFETCH_AHEAD`` ahead are prefetched while one is summed; four rows are added per pass over the accumulator
-  (same rounding order as one at a time); the winner's entries read there are handed to the update, which then
-  never reads the table (it only writes the touched entries), and so are the window's table rows, so that the
-  update does not gather the windows' tokens from the corpus again (one cache miss per window: that was 40% of
-  the update's time). The model's table sits on huge pages where Linux allows
-  (:func:`kexue._resources.advise_huge_pages`).
+- **Memory traffic.** A window's activation is a sum of up to ``window`` table rows. The tokens of the window
+  ``TOKENS_AHEAD`` ahead and the rows of the window ``PREFETCH_AHEAD`` ahead are prefetched while one is summed;
+  four rows are added per pass over the accumulator (same rounding order as one at a time); the winner's entries
+  read there are handed to the update, which then never reads the table (it only writes the touched entries), and
+  so are the window's table rows, so that the update does not gather the windows' tokens from the corpus again
+  (one cache miss per window: that was 40% of the update's time). The model's table sits on huge pages where Linux
+  allows (:func:`kexue._resources.advise_huge_pages`).
 - **Threads.** The activations and winners of a mini-batch are all computed on the same W, so windows are split
   over threads (numba ``prange``) without races; the update is then split over cells on the same numba threads
   (each owns whole columns). A Python thread pool for the update was 40% slower: numba's OpenMP threads spin for a
@@ -44,6 +44,33 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 PREFETCH_AHEAD = 4  # windows: the rows of window b + 4 are requested while window b is summed
+TOKENS_AHEAD = 8  # windows: the tokens of window b + 8 are requested, so that b + 4 can name its rows from cache
+
+
+def _prefetch_call(context, builder, address):
+    """Emit LLVM's ``prefetch`` (read, high locality, data cache) of the byte at ``address``."""
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+    builder.call(fn, [builder.bitcast(address, ir.IntType(8).as_pointer()), i32(0), i32(3), i32(1)])
+
+
+@intrinsic
+def _prefetch_at(typingctx, array, index):
+    """Ask the CPU to bring the cache line of ``array[index]`` (1-D, contiguous) into cache. A window's tokens sit
+    at a random place of a corpus far larger than the caches: without this, naming a window's rows waited ~100 ns
+    on memory for every window (a third of the time of the activation pass)."""
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout in "CA"
+            and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        _prefetch_call(context, builder, builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1],
+                                                                              types.intp)]))
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
 
 
 @intrinsic
@@ -62,14 +89,11 @@ def _prefetch_row(typingctx, array, row):
         data = builder.bitcast(ary.data, ir.IntType(8).as_pointer())
         index = context.cast(builder, args[1], sig.args[1], types.intp)
         base = builder.gep(data, [builder.mul(index, stride)])
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
         row_bytes = builder.mul(cgutils.unpack_tuple(builder, ary.shape)[1],
                                 context.get_constant(types.intp, aryty.dtype.bitwidth // 8))
         zero, line = context.get_constant(types.intp, 0), context.get_constant(types.intp, 64)
         with cgutils.for_range_slice(builder, zero, row_bytes, line) as (offset, _):
-            builder.call(fn, [builder.gep(base, [offset]), i32(0), i32(3), i32(1)])
+            _prefetch_call(context, builder, builder.gep(base, [offset]))
         return context.get_dummy_value()
 
     return types.void(array, row), codegen
@@ -144,6 +168,9 @@ def _winners(table, scale, tokens, centres, half, n_vocab, inv_p, winners, scale
         rows, ahead_rows = np.empty(width, dtype=np.int64), np.empty(width, dtype=np.int64)
         end = min(n, (chunk + 1) * per)
         for b in range(chunk * per, end):
+            if b + TOKENS_AHEAD < end:  # its two ends: 11 tokens span at most two cache lines
+                _prefetch_at(tokens, centres[b + TOKENS_AHEAD] - half)
+                _prefetch_at(tokens, centres[b + TOKENS_AHEAD] + half)
             if b + PREFETCH_AHEAD < end:
                 for j in range(_window_rows(tokens, centres[b + PREFETCH_AHEAD], half, n_vocab, ahead_rows)):
                     _prefetch_row(table, ahead_rows[j])
