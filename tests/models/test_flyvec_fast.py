@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kexue.models.flyvec import FlyVec, Vocabulary, hebbian_step_reference, window_dense
-from kexue.models.flyvec.fast import BatchWinners, LazyScaleTrainer
+from kexue.models.flyvec.fast import BatchWinners, LazyScaleTrainer, _first_argmax
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -83,6 +83,15 @@ def test_a_repeated_word_counts_once_per_occurrence():
     trainer.update(centre.numpy(), trainer.winners(centre.numpy()), 0.1)
     trainer.fold()
     torch.testing.assert_close(table[:-1].T, expected)
+
+
+@pytest.mark.parametrize("k", [1, 5, 8, 13, 400])
+def test_winner_search_is_torch_argmax_first_maximum_with_ties(k):
+    # few distinct values: ties everywhere, the maximum at index 0, inside the lanes or in the tail past the last 8
+    rng = np.random.default_rng(k)
+    for _ in range(300):
+        v = rng.integers(-3, 3, size=k).astype(np.float64) + (rng.random() < 0.5) * rng.random(k) * 1e-3
+        assert _first_argmax(v) == int(torch.argmax(torch.from_numpy(v)))
 
 
 def test_results_do_not_depend_on_the_number_of_threads():

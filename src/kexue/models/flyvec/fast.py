@@ -142,18 +142,35 @@ def _sum_rows(table, rows, nr, h):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _vector_max(v):
-    """max(v) with eight independent running maxima (max is exact in any order; one chain would wait on itself)."""
+def _first_argmax(v):
+    """The index of the first maximum of ``v``, like ``torch.argmax`` (0 when the maximum is NaN, which a table never
+    holds). Eight independent running maxima, lane l covering the indices l, l + 8, ... (max is exact in any order,
+    and one chain would wait on itself); then only the lanes that reached the maximum are searched, ~K / 16
+    comparisons instead of ~K / 2 for a scan from the start (which took half the time of the selection)."""
     t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = v[0]
     m, k = 0, len(v)
     while m + 8 <= k:
         t0, t1, t2, t3 = max(t0, v[m]), max(t1, v[m + 1]), max(t2, v[m + 2]), max(t3, v[m + 3])
         t4, t5, t6, t7 = max(t4, v[m + 4]), max(t5, v[m + 5]), max(t6, v[m + 6]), max(t7, v[m + 7])
         m += 8
-    while m < k:
+    tail = m
+    while m < k:  # the tail joins lane 0's maximum, and is searched on its own
         t0 = max(t0, v[m])
         m += 1
-    return max(max(max(t0, t1), max(t2, t3)), max(max(t4, t5), max(t6, t7)))
+    top = max(max(max(t0, t1), max(t2, t3)), max(max(t4, t5), max(t6, t7)))
+    best = k
+    lanes = (t0, t1, t2, t3, t4, t5, t6, t7)
+    for lane in range(8):
+        if lanes[lane] == top:
+            for i in range(lane, min(tail, best), 8):
+                if v[i] == top:
+                    best = i
+                    break
+    for i in range(tail, min(k, best)):
+        if v[i] == top:
+            best = i
+            break
+    return 0 if best == k else best
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -184,11 +201,7 @@ def _winners(table, scale, tokens, centres, half, n_vocab, inv_p, winners, scale
                 continue
             for m in range(k):
                 v[m] = h[m] * scale[m]
-            top, best = _vector_max(v), 0
-            for m in range(k):  # the first maximum, like torch.argmax
-                if v[m] == top:
-                    best = m
-                    break
+            best = _first_argmax(v)
             s = 0.0
             for o in range(-half, half + 1):
                 r = _slot_row(tokens, c, o, n_vocab)
