@@ -251,8 +251,8 @@ EXPERIMENT = Experiment(
     description="FlyVec hashes vs word2vec, SimHash and FlyHash on WordSim-353 / SimLex-999, same corpus",
     config=Config,
     run=run,
-    # quick: the whole corpus and vocabulary, fewer epochs. Fast trainer, declared k = 50: WS353 0.327 (quick, on a
-    # shared 2-core machine at load ~27: 1836 s). Torch trainer, quiet: 193 s quick, 411 s full; the 0.433 / 0.435
+    # quick: the whole corpus and vocabulary, fewer epochs. Fast trainer, declared k = 50, 2 CPU cores: WS353 0.327
+    # quick (54 s in all), 0.361 full (112 s). Torch trainer, quiet: 193 s quick, 411 s full; the 0.433 / 0.435
     # WS353 quoted then were the best k of the sweep, chosen on WS353 itself.
     presets={"quick": {"epochs": 6, "w2v_epochs": 3},
              "full": {}},
