@@ -20,62 +20,44 @@ try:
 except ImportError:  # numba is optional: the torch loops are used instead
     numba = None
 
-_kernels = None
+_kernel = None
 
 
 def _compile():
     # cache=True: the first call compiles (seconds); the cache makes that once per machine, not once per process.
     @numba.njit(cache=True, nogil=True)
-    def prefix(buf, rows, offs, counts, init, has_init, finals):
+    def scan(buf, rows, offs, counts, init, has_init, reverse, totals):
         k, width = (buf.shape[0] - 1) // rows, buf.shape[1]
+        step = -1 if reverse else 1
         for r in range(rows):
             for j in range(len(offs)):
-                if counts[j] == 0:
-                    for e in range(width):
-                        finals[r, j, e] = init[r, j, e] if has_init else 0.0
-                    continue
-                first = 1 + r * k + offs[j]  # the term of the segment's first chunk
-                if has_init:
-                    for e in range(width):
-                        buf[first, e] += init[r, j, e]
-                for p in range(first + 1, first + counts[j]):
-                    for e in range(width):
-                        buf[p, e] += buf[p - 1, e]
-                for e in range(width):
-                    finals[r, j, e] = buf[first + counts[j] - 1, e]
-        # only now (the slot a first chunk reads is the previous segment's, or row's, last sum): the initial states
-        for r in range(rows):
-            for j in range(len(offs)):
-                if counts[j]:
-                    for e in range(width):
-                        buf[r * k + offs[j], e] = init[r, j, e] if has_init else 0.0
-
-    @numba.njit(cache=True, nogil=True)
-    def suffix(buf, rows, offs, counts, init, has_init, totals):
-        k, width = (buf.shape[0] - 1) // rows, buf.shape[1]
-        for r in range(rows):
-            for j in range(len(offs)):
-                if counts[j] == 0:
+                n = counts[j]
+                if n == 0:
                     for e in range(width):
                         totals[r, j, e] = init[r, j, e] if has_init else 0.0
                     continue
-                first = r * k + offs[j]
-                last = first + counts[j] - 1
+                # terms sit at slots 1.. (prefix) or ..K-1 (suffix) of the row; the scan runs away from `first`
+                lo = r * k + offs[j] + (0 if reverse else 1)
+                first, last = (lo + n - 1, lo) if reverse else (lo, lo + n - 1)
                 if has_init:
                     for e in range(width):
-                        buf[last, e] += init[r, j, e]
-                for p in range(last - 1, first - 1, -1):
+                        buf[first, e] += init[r, j, e]
+                p = first
+                for _ in range(n - 1):
+                    p += step
                     for e in range(width):
-                        buf[p, e] += buf[p + 1, e]
+                        buf[p, e] += buf[p - step, e]
                 for e in range(width):
-                    totals[r, j, e] = buf[first, e]
+                    totals[r, j, e] = buf[last, e]
+        # only now (the slot an end chunk reads is the neighbouring segment's, or row's, sum): the initial states
         for r in range(rows):
             for j in range(len(offs)):
                 if counts[j]:
+                    slot = r * k + offs[j] + (counts[j] if reverse else 0)
                     for e in range(width):
-                        buf[r * k + offs[j] + counts[j], e] = init[r, j, e] if has_init else 0.0
+                        buf[slot, e] = init[r, j, e] if has_init else 0.0
 
-    return prefix, suffix
+    return scan
 
 
 def usable(buf: torch.Tensor) -> bool:
@@ -87,9 +69,9 @@ def usable(buf: torch.Tensor) -> bool:
 def scan_(buf: torch.Tensor, rows: int, segments, init: torch.Tensor | None, reverse: bool) -> torch.Tensor:
     """The compiled twin of ``_scan_prefix_`` (``reverse=False``) and ``_scan_suffix_`` (``reverse=True``) of
     :mod:`kexue.ops.attention.causal`: same arguments (``buf [rows * K + 1, ...]``, in place), same result."""
-    global _kernels
-    if _kernels is None:
-        _kernels = _compile()
+    global _kernel
+    if _kernel is None:
+        _kernel = _compile()
     width = buf[0].numel()
     n_seg = len(segments)
     offs = np.array([off for off, _ in segments], dtype=np.int64)
@@ -99,6 +81,6 @@ def scan_(buf: torch.Tensor, rows: int, segments, init: torch.Tensor | None, rev
         start = np.zeros((1, 1, 1), dtype=buf.numpy().dtype)  # never read
     else:
         start = init.detach().to(buf.dtype).reshape(rows, n_seg, width).contiguous().numpy()
-    _kernels[reverse](buf.view(len(buf), width).numpy(), rows, offs, counts, start, init is not None,
-                      out.view(rows, n_seg, width).numpy())
+    _kernel(buf.view(len(buf), width).numpy(), rows, offs, counts, start, init is not None, reverse,
+            out.view(rows, n_seg, width).numpy())
     return out
