@@ -12,7 +12,8 @@ import torch
 from kexue.train.checkpoint import list_checkpoints, load_tensors
 
 SCRIPT = textwrap.dedent('''
-    import json, sys
+    import faulthandler, json, sys
+    faulthandler.enable(all_threads=True)  # a rank that aborts (seen once: a gloo teardown race) shows where it was
     from pathlib import Path
     import torch
     from torch import nn
