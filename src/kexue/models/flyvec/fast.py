@@ -166,7 +166,7 @@ def _first_argmax(v):
                 if v[i] == top:
                     best = i
                     break
-    for i in range(tail, min(k, best)):
+    for i in range(tail, best):  # best <= k: only below a maximum found in the lanes
         if v[i] == top:
             best = i
             break
